@@ -1,0 +1,263 @@
+//! The dispatcher: CNI environment and stdin in, stdout and exit status out. Both binaries are
+//! `dispatch(&Plugin, env, stdin)`; it is unit-testable without a process.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::cni::config::ParsedConf;
+use crate::cni::env::{CniEnv, Command};
+use crate::cni::result::CniResult;
+use crate::cni::version::{version_info, Version};
+use crate::cni::{error_json, version};
+use crate::error::{Code, Error, Result};
+use crate::logging::Logger;
+use crate::settings::Settings;
+
+/// Everything a plugin command gets: validated env, parsed config, resolved settings, the raw
+/// variables (to pass on to delegated plugins) and the logger.
+pub struct Request<'a> {
+    pub env: CniEnv,
+    pub conf: ParsedConf,
+    pub settings: Settings,
+    pub vars: &'a HashMap<String, String>,
+    pub log: &'a Logger,
+}
+
+pub trait Plugin {
+    /// Binary name: also the log file's name (`<logDir>/<name>.log`).
+    fn name(&self) -> &'static str;
+    fn add(&self, req: &Request) -> Result<CniResult>;
+    fn del(&self, req: &Request) -> Result<()>;
+    fn check(&self, req: &Request) -> Result<()>;
+    fn gc(&self, req: &Request) -> Result<()>;
+    fn status(&self, req: &Request) -> Result<()>;
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub exit_code: i32,
+}
+
+pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
+    let started = Instant::now();
+    let mut log_dir_conf = None;
+    let mut version = None;
+    let mut log = None;
+    let result = (|| -> Result<Option<Vec<u8>>> {
+        let env = CniEnv::from_vars(vars)?;
+        if env.command == Command::Version {
+            return Ok(Some(version_info().into_bytes()));
+        }
+        let conf = ParsedConf::parse(stdin)?;
+        version = Some(conf.version);
+        log_dir_conf = conf.conf.log_dir.clone();
+        conf.validate_name()?;
+        let min = match env.command {
+            Command::Check => Some(Version::V0_4_0),
+            Command::Gc | Command::Status => Some(Version::V1_1_0),
+            _ => None,
+        };
+        if let Some(min) = min.filter(|m| conf.version < *m) {
+            return Err(Error::new(
+                Code::IncompatibleVersion,
+                format!(
+                    "config version {} does not allow {} (needs {min} or later)",
+                    conf.version,
+                    env.command.as_str()
+                ),
+            ));
+        }
+        let settings = Settings::resolve(Some(&conf.conf), vars);
+        let mut logger = Logger::open(&settings.log_dir, plugin.name());
+        logger.set("command", env.command.as_str());
+        if !env.container_id.is_empty() {
+            logger.set("containerID", env.container_id.as_str());
+        }
+        let logger = log.insert(logger);
+        let req = Request {
+            env,
+            conf,
+            settings,
+            vars,
+            log: logger,
+        };
+        run_guarded(plugin, &req)
+    })();
+
+    let log = log.unwrap_or_else(|| {
+        let dir = log_dir_conf
+            .unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
+        let mut l = Logger::open(&dir, plugin.name());
+        if let Some(c) = vars.get("CNI_COMMAND") {
+            l.set("command", c.as_str());
+        }
+        if let Some(c) = vars.get("CNI_CONTAINERID") {
+            l.set("containerID", c.as_str());
+        }
+        l
+    });
+    let ms = Value::from(started.elapsed().as_secs_f64() * 1e3);
+    match result {
+        Ok(out) => {
+            log.info("done", &[("durationMs", ms)]);
+            Outcome {
+                stdout: out.unwrap_or_default(),
+                exit_code: 0,
+            }
+        }
+        Err(e) => {
+            log.error(
+                "failed",
+                &[
+                    ("durationMs", ms),
+                    ("code", Value::from(e.code().cni_code())),
+                    ("error", Value::from(e.msg())),
+                ],
+            );
+            Outcome {
+                stdout: error_json(&e, version),
+                exit_code: 1,
+            }
+        }
+    }
+}
+
+/// Run the command, turning a panic into a CNI error (code 100, as upstream's recover does)
+/// rather than an empty stdout the runtime cannot parse.
+fn run_guarded(plugin: &dyn Plugin, req: &Request) -> Result<Option<Vec<u8>>> {
+    let out = catch_unwind(AssertUnwindSafe(|| -> Result<Option<Vec<u8>>> {
+        match req.env.command {
+            Command::Add => {
+                let res = plugin.add(req)?;
+                Ok(Some(res.to_bytes(req.conf.version)))
+            }
+            Command::Del => plugin.del(req).map(|_| None),
+            Command::Check => plugin.check(req).map(|_| None),
+            Command::Gc => plugin.gc(req).map(|_| None),
+            Command::Status => plugin.status(req).map(|_| None),
+            Command::Version => Ok(Some(version::version_info().into_bytes())),
+        }
+    }));
+    match out {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Error::new(Code::Runtime, format!("plugin panicked: {what}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::result::IpConfig;
+
+    struct Fake;
+    impl Plugin for Fake {
+        fn name(&self) -> &'static str {
+            "fake-plugin"
+        }
+        fn add(&self, req: &Request) -> Result<CniResult> {
+            if req.env.container_id == "panic" {
+                panic!("boom");
+            }
+            Ok(CniResult {
+                ips: vec![IpConfig {
+                    interface: None,
+                    address: "10.224.0.5/16".parse().unwrap(),
+                    gateway: None,
+                }],
+                ..Default::default()
+            })
+        }
+        fn del(&self, _: &Request) -> Result<()> {
+            Ok(())
+        }
+        fn check(&self, _: &Request) -> Result<()> {
+            Ok(())
+        }
+        fn gc(&self, _: &Request) -> Result<()> {
+            Ok(())
+        }
+        fn status(&self, _: &Request) -> Result<()> {
+            Err(Error::new(Code::NotAvailable, "no pools"))
+        }
+    }
+
+    fn env(cmd: &str, cid: &str) -> HashMap<String, String> {
+        [
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("AZURE_VNET_LOG_DIR", "/proc/nonexistent-log-dir"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn run(cmd: &str, cid: &str, stdin: &str) -> (i32, Value) {
+        let out = dispatch(&Fake, &env(cmd, cid), stdin.as_bytes());
+        let v = if out.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        (out.exit_code, v)
+    }
+
+    #[test]
+    fn dispatch_table() {
+        // (command, container id, stdin, exit code, CNI error code if failing)
+        let table: &[(&str, &str, &str, i32, Option<u64>)] = &[
+            ("ADD", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 0, None),
+            ("DEL", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 0, None),
+            ("VERSION", "", "", 0, None),
+            ("CHECK", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 1, Some(1)),
+            ("CHECK", "c1", r#"{"cniVersion":"0.4.0","name":"azure"}"#, 0, None),
+            ("GC", "", r#"{"cniVersion":"1.0.0","name":"azure"}"#, 1, Some(1)),
+            ("GC", "", r#"{"cniVersion":"1.1.0","name":"azure"}"#, 0, None),
+            ("STATUS", "", r#"{"cniVersion":"1.1.0","name":"azure"}"#, 1, Some(50)),
+            ("ADD", "c1", "{", 1, Some(6)),
+            ("ADD", "c1", r#"{"cniVersion":"0.3.0"}"#, 1, Some(7)),
+            ("ADD", "c1", r#"{"cniVersion":"2.0.0","name":"azure"}"#, 1, Some(1)),
+            ("ADD", "-bad", r#"{"name":"azure"}"#, 1, Some(4)),
+            ("NOPE", "c1", r#"{"name":"azure"}"#, 1, Some(4)),
+            ("ADD", "panic", r#"{"cniVersion":"1.0.0","name":"azure"}"#, 1, Some(100)),
+        ];
+        for (cmd, cid, stdin, exit, code) in table {
+            let (got_exit, v) = run(cmd, cid, stdin);
+            assert_eq!(got_exit, *exit, "{cmd} {cid} {stdin}: {v}");
+            if let Some(code) = code {
+                assert_eq!(v["code"], *code, "{cmd} {cid} {stdin}: {v}");
+                assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn add_prints_at_config_version() {
+        let (_, v) = run("ADD", "c1", r#"{"cniVersion":"0.2.0","name":"azure"}"#);
+        assert_eq!(v["ip4"]["ip"], "10.224.0.5/16");
+        let (_, v) = run("ADD", "c1", r#"{"cniVersion":"0.3.1","name":"azure"}"#);
+        assert_eq!(v["ips"][0]["version"], "4");
+        let (_, v) = run("ADD", "c1", r#"{"name":"azure"}"#);
+        assert_eq!(v["cniVersion"], "0.2.0", "missing cniVersion means 0.2.0");
+    }
+
+    #[test]
+    fn errors_carry_the_config_version() {
+        let (_, v) = run("CHECK", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#);
+        assert_eq!(v["cniVersion"], "0.3.0");
+    }
+}

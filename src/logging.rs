@@ -1,0 +1,181 @@
+//! JSON-lines logs, one file per plugin (`azure-vnet.log`, `azure-vnet-ipam.log`), like
+//! upstream's zap loggers. Never on stdout (that is the CNI result channel), and a log that
+//! cannot be written never fails the plugin.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+use crate::encoding::rfc3339_nano;
+
+/// Upstream rotates with lumberjack at 5 MB and keeps 8 backups (spec B.6.2).
+const ROTATE_AT: u64 = 5 * 1024 * 1024;
+const BACKUPS: u32 = 8;
+
+pub struct Logger {
+    file: Option<Mutex<File>>,
+    base: Map<String, Value>,
+}
+
+impl Logger {
+    /// A logger that drops everything (when the log cannot be opened, and in unit tests).
+    pub fn discard() -> Logger {
+        Logger {
+            file: None,
+            base: Map::new(),
+        }
+    }
+
+    /// Open `<dir>/<plugin>.log` for appending (0644), rotating it first if it is too big.
+    /// Any failure gives a logger that drops lines.
+    pub fn open(dir: &Path, plugin: &str) -> Logger {
+        let path = dir.join(format!("{plugin}.log"));
+        let file = open_rotated(&path).ok();
+        let mut base = Map::new();
+        base.insert("pid".into(), Value::from(std::process::id()));
+        base.insert("plugin".into(), Value::from(plugin));
+        Logger {
+            file: file.map(Mutex::new),
+            base,
+        }
+    }
+
+    /// Fields every later line carries (command, container ID).
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.base.insert(key.into(), value.into());
+    }
+
+    pub fn info(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.write("info", msg, fields);
+    }
+
+    pub fn warn(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.write("warn", msg, fields);
+    }
+
+    pub fn error(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.write("error", msg, fields);
+    }
+
+    fn write(&self, level: &str, msg: &str, fields: &[(&str, Value)]) {
+        let Some(file) = &self.file else { return };
+        let mut line = Map::new();
+        line.insert("time".into(), Value::from(rfc3339_nano(SystemTime::now())));
+        line.insert("level".into(), Value::from(level));
+        line.insert("msg".into(), Value::from(msg));
+        for (k, v) in &self.base {
+            line.insert(k.clone(), v.clone());
+        }
+        for (k, v) in fields {
+            line.insert((*k).to_string(), v.clone());
+        }
+        let mut text = Value::Object(line).to_string();
+        text.push('\n');
+        // One write(2) per line on an O_APPEND file: lines from concurrent plugins never
+        // interleave. Errors are deliberately ignored (a full /var/log must not fail a pod).
+        if let Ok(mut f) = file.lock() {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .custom_flags(libc_o_nofollow())
+        .open(path)
+}
+
+fn open_rotated(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = open_append(path)?;
+    if file.metadata()?.len() < ROTATE_AT {
+        return Ok(file);
+    }
+    // Only one process rotates: the one that gets the flock. Others keep appending to the
+    // file they opened; the next invocation opens the fresh one.
+    if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+        return Ok(file);
+    }
+    // Someone may have rotated between our open and our lock: only rotate the file that is
+    // still at `path`.
+    let same = std::fs::symlink_metadata(path)
+        .map(|m| m.ino() == file.metadata().map(|f| f.ino()).unwrap_or(0))
+        .unwrap_or(false);
+    if same {
+        let backup = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+        for n in (1..BACKUPS).rev() {
+            let _ = std::fs::rename(backup(n), backup(n + 1));
+        }
+        let _ = std::fs::rename(path, backup(1));
+    }
+    let _ = fs2::FileExt::unlock(&file);
+    open_append(path)
+}
+
+fn libc_o_nofollow() -> i32 {
+    nix::fcntl::OFlag::O_NOFOLLOW.bits()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_json_with_base_fields() {
+        let dir = tempdir();
+        let mut log = Logger::open(&dir, "azure-vnet-ipam");
+        log.set("command", "ADD");
+        log.info("allocated", &[("ip", Value::from("10.224.0.5"))]);
+        log.warn("second", &[]);
+        let text = std::fs::read_to_string(dir.join("azure-vnet-ipam.log")).unwrap();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["msg"], "allocated");
+        assert_eq!(lines[0]["command"], "ADD");
+        assert_eq!(lines[0]["ip"], "10.224.0.5");
+        assert_eq!(lines[0]["pid"], std::process::id());
+        assert_eq!(lines[1]["level"], "warn");
+        let mode = std::fs::metadata(dir.join("azure-vnet-ipam.log")).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "not group/world writable");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_log_dir_is_silently_ignored() {
+        let log = Logger::open(Path::new("/proc/definitely/not/here"), "x");
+        log.info("dropped", &[]);
+    }
+
+    #[test]
+    fn rotates_when_big() {
+        let dir = tempdir();
+        let path = dir.join("p.log");
+        std::fs::write(&path, vec![b'x'; ROTATE_AT as usize]).unwrap();
+        let log = Logger::open(&dir, "p");
+        log.info("fresh", &[]);
+        assert!(std::fs::metadata(dir.join("p.log.1")).unwrap().len() >= ROTATE_AT);
+        assert!(std::fs::metadata(&path).unwrap().len() < 1000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "azv-log-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,0 +1,358 @@
+//! The JSON state files (`azure-vnet.json`, `azure-vnet-ipam.json`): a kernel lock around
+//! read-modify-write, and crash-safe replacement.
+//!
+//! Writes go to a temp file, are fsync'd, renamed over the target, and the directory is
+//! fsync'd, so after a crash the file is the old or the new version, never empty or torn
+//! (upstream skips the fsyncs; AKS users saw empty state files after crashes, spec A.3.8).
+//! The lock is held only for the read-modify-write, never across netlink or exec work.
+
+pub mod lock;
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::fcntl::OFlag;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::encoding::rfc3339_nano;
+use crate::error::{Code, Context, Error, Result};
+
+pub use lock::LockGuard;
+
+/// No real state file comes near this (250 endpoints are ~600 KB); a bigger one is refused
+/// rather than read into memory.
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// The `Version` we write into state files (upstream writes its build version there).
+pub fn plugin_version() -> String {
+    format!("v{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A state file's top-level document.
+pub trait StateFile: Serialize + DeserializeOwned + Default {
+    /// Called before each write: upstream refreshes `Version` and `TimeStamp` on every save.
+    fn stamp(&mut self, version: &str, timestamp: &str);
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+    lock_path: PathBuf,
+    timeout: Duration,
+}
+
+impl Store {
+    pub fn new(path: PathBuf, lock_path: PathBuf, timeout: Duration) -> Store {
+        Store {
+            path,
+            lock_path,
+            timeout,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock(&self) -> Result<LockGuard> {
+        lock::acquire(&self.lock_path, self.timeout)
+    }
+
+    /// Read without the lock: safe because writers replace the file atomically.
+    pub fn load<T: StateFile>(&self) -> Result<T> {
+        read_state(&self.path)
+    }
+
+    /// Lock, read, let `f` change the state, write it back if `f` says it changed, unlock.
+    /// If `f` fails nothing is written.
+    pub fn update<T: StateFile, R>(&self, f: impl FnOnce(&mut T) -> Result<(R, bool)>) -> Result<R> {
+        let _guard = self.lock()?;
+        let mut state: T = read_state(&self.path)?;
+        let (out, changed) = f(&mut state)?;
+        if changed {
+            state.stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
+            write_state(&self.path, &state)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Missing or 0-byte file: empty state (upstream treats both as "no state"). Anything that
+/// does not parse is an error naming the file; we never guess, and never overwrite it.
+pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(Error::new(
+                Code::Io,
+                format!("state file {} is a symlink; refusing to follow it", path.display()),
+            ))
+        }
+        Err(e) => return Err(Error::from(e).context(format!("read state file {}", path.display()))),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat state file {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            Code::Io,
+            format!("state file {} is not a regular file", path.display()),
+        ));
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        return Err(corrupt(path, format!("it is larger than {MAX_STATE_BYTES} bytes")));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&file)
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("read state file {}", path.display()))?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e.to_string()))
+}
+
+fn corrupt(path: &Path, why: String) -> Error {
+    // Upstream answers an unloadable store with code 11 (spec B.1.2, B.6.1).
+    Error::new(
+        Code::TryAgainLater,
+        format!(
+            "state file {} is corrupt ({why}); it was left untouched: repair it or move it aside",
+            path.display()
+        ),
+    )
+}
+
+/// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline.
+pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(4096);
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| Error::new(Code::Internal, format!("serialize state: {e}")))?;
+    Ok(out)
+}
+
+pub fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = to_go_json(value)?;
+    write_atomic(path, &bytes).with_context(|| format!("write state file {}", path.display()))
+}
+
+/// Temp file (0600) in the same directory, fsync, rename over `path`, fsync the directory.
+/// The temp name is fixed: callers hold the store lock, so there is one writer at a time, and
+/// a temp file left by a writer killed mid-way is simply replaced by the next one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::new(Code::Io, "state path has no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::from(e).context(format!("remove stale {}", tmp.display()))),
+    }
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // Make the rename itself durable.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync directory {}", dir.display()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::{Map, Value};
+    use std::os::unix::fs::PermissionsExt;
+
+    pub fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "azv-store-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn rand_suffix() -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+    struct Doc {
+        #[serde(rename = "Counter", default)]
+        counter: u64,
+        #[serde(rename = "TimeStamp", default)]
+        timestamp: String,
+        #[serde(flatten)]
+        extra: Map<String, Value>,
+    }
+    impl StateFile for Doc {
+        fn stamp(&mut self, _v: &str, ts: &str) {
+            self.timestamp = ts.to_string();
+        }
+    }
+
+    fn store(dir: &Path) -> Store {
+        Store::new(dir.join("s.json"), dir.join("azure-vnet/s.lock"), Duration::from_secs(5))
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_empty_state() {
+        let dir = tempdir("empty");
+        let s = store(&dir);
+        assert_eq!(s.load::<Doc>().unwrap(), Doc::default());
+        std::fs::write(s.path(), b"").unwrap();
+        assert_eq!(s.load::<Doc>().unwrap(), Doc::default());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_and_left_untouched() {
+        let dir = tempdir("corrupt");
+        let s = store(&dir);
+        for bad in [&b"{\"Counter\": 1"[..], b"   \n", b"garbage", b"{\"Counter\":\"x\"}", b"\0\0\0"] {
+            std::fs::write(s.path(), bad).unwrap();
+            let e = s.update(|d: &mut Doc| {
+                d.counter += 1;
+                Ok(((), true))
+            });
+            let e = e.unwrap_err();
+            assert_eq!(e.code(), Code::TryAgainLater, "{e}");
+            assert!(e.msg().contains("corrupt"), "{e}");
+            assert_eq!(std::fs::read(s.path()).unwrap(), bad);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn update_round_trips_unknown_fields_and_writes_go_format() {
+        let dir = tempdir("rt");
+        let s = store(&dir);
+        std::fs::write(s.path(), br#"{"Counter":1,"FutureField":{"x":[1,2]},"Other":"kept"}"#).unwrap();
+        s.update(|d: &mut Doc| {
+            d.counter += 1;
+            Ok(((), true))
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["Counter"], 2);
+        assert_eq!(v["FutureField"]["x"][1], 2);
+        assert_eq!(v["Other"], "kept");
+        assert!(text.contains("\n\t\"Counter\": 2"), "tab-indented: {text}");
+        assert!(!text.ends_with('\n'), "no trailing newline, like MarshalIndent");
+        let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unchanged_state_is_not_rewritten_and_failed_update_writes_nothing() {
+        let dir = tempdir("nowrite");
+        let s = store(&dir);
+        s.update(|_: &mut Doc| Ok(((), false))).unwrap();
+        assert!(!s.path().exists());
+        let e = s.update(|d: &mut Doc| -> Result<((), bool)> {
+            d.counter = 9;
+            Err(Error::new(Code::Runtime, "nope"))
+        });
+        assert!(e.is_err());
+        assert!(!s.path().exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn symlinked_state_file_is_refused() {
+        let dir = tempdir("symlink");
+        let s = store(&dir);
+        let target = dir.join("elsewhere.json");
+        std::fs::write(&target, br#"{"Counter":5}"#).unwrap();
+        std::os::unix::fs::symlink(&target, s.path()).unwrap();
+        let e = s.load::<Doc>().unwrap_err();
+        assert!(e.msg().contains("symlink"), "{e}");
+        let e = s.update(|d: &mut Doc| {
+            d.counter = 0;
+            Ok(((), true))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), br#"{"Counter":5}"#);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temp_file_from_a_killed_writer_is_replaced() {
+        let dir = tempdir("stale");
+        let s = store(&dir);
+        let tmp = dir.join(".s.json.tmp");
+        std::fs::write(&tmp, b"half a docu").unwrap();
+        s.update(|d: &mut Doc| {
+            d.counter = 3;
+            Ok(((), true))
+        })
+        .unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(s.load::<Doc>().unwrap().counter, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempdir("conc");
+        let s = store(&dir);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        s.update(|d: &mut Doc| {
+                            d.counter += 1;
+                            Ok(((), true))
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.load::<Doc>().unwrap().counter, 200);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
