@@ -238,7 +238,11 @@ mod tests {
             assert_eq!(B64.encode(&mask), b64, "/{prefix}");
             assert_eq!(mask_to_prefix(v4, &mask), Some(prefix), "/{prefix}");
         }
-        assert_eq!(mask_to_prefix(true, &[255, 0, 255, 0]), None, "non-contiguous");
+        assert_eq!(
+            mask_to_prefix(true, &[255, 0, 255, 0]),
+            None,
+            "non-contiguous"
+        );
         assert_eq!(mask_to_prefix(true, &[255, 255]), None, "short");
         let mut v4in16 = vec![0xff; 12];
         v4in16.extend([255, 255, 0, 0]);
@@ -255,7 +259,13 @@ mod tests {
         assert_eq!(parse_mac("00-0D-3A-4B-1C-2D"), Some(mac));
         let seed = B64.decode("umCZaqGD").unwrap();
         assert_eq!(mac_to_string(&seed), "ba:60:99:6a:a1:83");
-        for bad in ["", "000D3A4B1C2", "000D3A4B1C2DX", "zz0D3A4B1C2D", "ä0D3A4B1C2D"] {
+        for bad in [
+            "",
+            "000D3A4B1C2",
+            "000D3A4B1C2DX",
+            "zz0D3A4B1C2D",
+            "ä0D3A4B1C2D",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }
@@ -269,7 +279,10 @@ mod tests {
         assert_eq!(back.to_network().unwrap().to_string(), "10.224.0.24/16");
         let empty: GoIpNet = serde_json::from_str(r#"{"IP":"","Mask":null}"#).unwrap();
         assert_eq!(empty, GoIpNet::empty());
-        assert_eq!(serde_json::to_string(&empty).unwrap(), r#"{"IP":"","Mask":null}"#);
+        assert_eq!(
+            serde_json::to_string(&empty).unwrap(),
+            r#"{"IP":"","Mask":null}"#
+        );
         assert!(serde_json::from_str::<GoIpNet>(r#"{"IP":"x","Mask":null}"#).is_err());
         assert!(serde_json::from_str::<GoIpNet>(r#"{"IP":"","Mask":"!!"}"#).is_err());
     }

@@ -205,7 +205,10 @@ mod tests {
         let io = std::io::Error::from_raw_os_error(17);
         let e: Result<()> = Err(Error::os(Code::Internal, &io).context("netlink"));
         let e = e.context("create veth pair").unwrap_err();
-        assert_eq!(e.msg(), "create veth pair: netlink: File exists (os error 17)");
+        assert_eq!(
+            e.msg(),
+            "create veth pair: netlink: File exists (os error 17)"
+        );
         assert!(e.is_errno(17));
         assert_eq!(e.code(), Code::Internal);
     }

@@ -12,8 +12,11 @@ pub mod encoding;
 pub mod error;
 pub mod ipam;
 pub mod logging;
+pub mod netlink;
+pub mod netns;
 pub mod settings;
 pub mod store;
+pub mod sysctl;
 
 pub use error::{Code, Error, Result};
 
@@ -28,7 +31,12 @@ pub fn run_plugin(plugin: &dyn cni::skel::Plugin) -> ! {
         std::process::exit(0);
     }
     let vars: std::collections::HashMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     // Read one byte past the limit so the dispatcher can tell "too big" from "exactly full".
     let mut stdin = Vec::new();

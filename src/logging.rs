@@ -138,14 +138,20 @@ mod tests {
         log.info("allocated", &[("ip", Value::from("10.224.0.5"))]);
         log.warn("second", &[]);
         let text = std::fs::read_to_string(dir.join("azure-vnet-ipam.log")).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["msg"], "allocated");
         assert_eq!(lines[0]["command"], "ADD");
         assert_eq!(lines[0]["ip"], "10.224.0.5");
         assert_eq!(lines[0]["pid"], std::process::id());
         assert_eq!(lines[1]["level"], "warn");
-        let mode = std::fs::metadata(dir.join("azure-vnet-ipam.log")).unwrap().mode() & 0o777;
+        let mode = std::fs::metadata(dir.join("azure-vnet-ipam.log"))
+            .unwrap()
+            .mode()
+            & 0o777;
         assert_eq!(mode & 0o022, 0, "not group/world writable");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -72,13 +72,27 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let known = ["K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID"];
+        let known = [
+            "K8S_POD_NAMESPACE",
+            "K8S_POD_NAME",
+            "K8S_POD_INFRA_CONTAINER_ID",
+        ];
         // (input, parses?, passes check_known?, pod name)
         let table: &[(&str, bool, bool, Option<&str>)] = &[
             ("", true, true, None),
             ("K8S_POD_NAME=nginx", true, true, Some("nginx")),
-            ("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_UID=u", true, true, Some("nginx")),
-            ("K8S_POD_NAME=nginx;K8S_POD_UID=u", true, false, Some("nginx")),
+            (
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=nginx;K8S_POD_UID=u",
+                true,
+                true,
+                Some("nginx"),
+            ),
+            (
+                "K8S_POD_NAME=nginx;K8S_POD_UID=u",
+                true,
+                false,
+                Some("nginx"),
+            ),
             ("IgnoreUnknown=true;FOO=bar", true, true, None),
             ("IgnoreUnknown=0;FOO=bar", true, false, None),
             ("IgnoreUnknown=maybe", false, false, None),

@@ -15,7 +15,11 @@ pub const MAX_STDIN: usize = 1 << 20;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NetConf {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cni_version: Option<String>,
     #[serde(default)]
     pub name: String,
@@ -37,7 +41,11 @@ pub struct NetConf {
     /// Where the log files go (spec A.4; default `/var/log`).
     #[serde(rename = "logDir", default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
-    #[serde(rename = "prevResult", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "prevResult",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub prev_result: Option<Value>,
     /// CNI 1.1 GC: the attachments that must survive.
     #[serde(
@@ -63,11 +71,23 @@ pub struct IpamConf {
     /// Upstream's key (not `address`) for requesting or releasing one specific IP.
     #[serde(rename = "ipAddress", default, skip_serializing_if = "Option::is_none")]
     pub ip_address: Option<String>,
-    #[serde(rename = "addressSpace", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "addressSpace",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub address_space: Option<String>,
-    #[serde(rename = "wireserverUrl", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "wireserverUrl",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wireserver_url: Option<String>,
-    #[serde(rename = "interfacesFile", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interfacesFile",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interfaces_file: Option<PathBuf>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -94,10 +114,7 @@ impl ParsedConf {
         if stdin.len() > MAX_STDIN {
             return Err(Error::new(
                 Code::Decode,
-                format!(
-                    "network config on stdin is larger than {} bytes",
-                    MAX_STDIN
-                ),
+                format!("network config on stdin is larger than {} bytes", MAX_STDIN),
             ));
         }
         let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
@@ -124,7 +141,10 @@ impl ParsedConf {
         if name.is_empty() {
             return Err(invalid_config("missing network name"));
         }
-        let ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        let ok = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -170,14 +190,20 @@ mod tests {
         let table: Vec<(&str, Option<Code>)> = vec![
             (SEED_PLUGIN, None),
             (r#"{"name":"n"}"#, None),
-            (r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#, None),
+            (
+                r#"{"cniVersion":"1.1.0","name":"n","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}]}"#,
+                None,
+            ),
             ("", Some(Code::Decode)),
             ("{", Some(Code::Decode)),
             ("[1,2]", Some(Code::Decode)),
             ("null", Some(Code::Decode)),
             (r#"{"name":5}"#, Some(Code::InvalidConfig)),
             (r#"{"name":"n","ipam":"x"}"#, Some(Code::InvalidConfig)),
-            (r#"{"name":"n","cniVersion":"9.9.9"}"#, Some(Code::IncompatibleVersion)),
+            (
+                r#"{"name":"n","cniVersion":"9.9.9"}"#,
+                Some(Code::IncompatibleVersion),
+            ),
             (r#"{"name":"n","cniVersion":7}"#, Some(Code::InvalidConfig)),
             (&big, Some(Code::Decode)),
         ];
@@ -199,7 +225,14 @@ mod tests {
 
     #[test]
     fn name_validation_table() {
-        for (name, ok) in [("azure", true), ("a.b-c_d", true), ("", false), ("../x", false), ("-a", false), ("a b", false)] {
+        for (name, ok) in [
+            ("azure", true),
+            ("a.b-c_d", true),
+            ("", false),
+            ("../x", false),
+            ("-a", false),
+            ("a b", false),
+        ] {
             let p = ParsedConf::parse(format!(r#"{{"name":{name:?}}}"#).as_bytes()).unwrap();
             assert_eq!(p.validate_name().is_ok(), ok, "{name:?}");
         }

@@ -102,7 +102,12 @@ impl CniEnv {
             None => String::new(),
         };
         let path: Vec<PathBuf> = get("CNI_PATH")
-            .map(|p| p.split(':').filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+            .map(|p| {
+                p.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
             .unwrap_or_default();
         if need_path && path.is_empty() {
             return Err(missing("CNI_PATH"));
@@ -122,10 +127,7 @@ impl CniEnv {
 /// CNI spec: "a non-empty alphanumeric string, optionally with `_`, `.` and `-`", starting with
 /// an alphanumeric character (libcni `ValidateContainerID`).
 pub fn validate_container_id(id: &str) -> Result<()> {
-    let ok = id
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphanumeric())
+    let ok = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -147,7 +149,10 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         Some("is longer than 15 characters")
     } else if name == "." || name == ".." {
         Some("is a relative path element")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("contains '/', ':' or whitespace")
     } else {
         None
@@ -199,6 +204,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best as tuples
     fn validation_table() {
         // (command, overrides, removed, ok?)
         let table: &[(&str, &[(&str, &str)], &[&str], bool)] = &[
@@ -207,9 +213,24 @@ mod tests {
             ("CHECK", &[], &[], true),
             ("DEL", &[("CNI_NETNS", "")], &[], true),
             ("DEL", &[], &["CNI_NETNS"], true),
-            ("VERSION", &[], &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"], true),
-            ("GC", &[], &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"], true),
-            ("STATUS", &[], &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"], true),
+            (
+                "VERSION",
+                &[],
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"],
+                true,
+            ),
+            (
+                "GC",
+                &[],
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+                true,
+            ),
+            (
+                "STATUS",
+                &[],
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+                true,
+            ),
             ("ADD", &[], &["CNI_NETNS"], false),
             ("CHECK", &[], &["CNI_NETNS"], false),
             ("ADD", &[], &["CNI_CONTAINERID"], false),
@@ -228,7 +249,12 @@ mod tests {
             ("ADD", &[("CNI_IFNAME", "eth 0")], &[], false),
             ("ADD", &[("CNI_IFNAME", "eth:0")], &[], false),
             ("ADD", &[("CNI_NETNS", "relative/ns")], &[], false),
-            ("ADD", &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=x")], &[], true),
+            (
+                "ADD",
+                &[("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=x")],
+                &[],
+                true,
+            ),
             ("ADD", &[("CNI_ARGS", "garbage")], &[], false),
             ("BOGUS", &[], &[], false),
             ("", &[], &[], false),
@@ -237,7 +263,9 @@ mod tests {
             let got = CniEnv::from_vars(&with(cmd, over, rm));
             match (got, ok) {
                 (Ok(_), true) => {}
-                (Err(e), false) => assert_eq!(e.code(), Code::InvalidEnv, "{cmd} {over:?} {rm:?}: {e}"),
+                (Err(e), false) => {
+                    assert_eq!(e.code(), Code::InvalidEnv, "{cmd} {over:?} {rm:?}: {e}")
+                }
                 (got, _) => panic!("{cmd} {over:?} {rm:?}: got {got:?}"),
             }
         }
@@ -248,7 +276,10 @@ mod tests {
         let env = CniEnv::from_vars(&with("DEL", &[("CNI_NETNS", "")], &[])).unwrap();
         assert_eq!(env.command, Command::Del);
         assert_eq!(env.netns, None);
-        assert_eq!(env.path, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
+        assert_eq!(
+            env.path,
+            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
+        );
         assert_eq!(env.ifname, "eth0");
     }
 }

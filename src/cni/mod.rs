@@ -48,13 +48,15 @@ mod tests {
 
     #[test]
     fn error_document_shape() {
-        let e = Error::new(Code::Runtime, "No available addresses").with_details("pool 10.224.0.0/16");
+        let e =
+            Error::new(Code::Runtime, "No available addresses").with_details("pool 10.224.0.0/16");
         let v: Value = serde_json::from_slice(&error_json(&e, Some(Version::V0_3_0))).unwrap();
         assert_eq!(
             v,
             json!({"cniVersion":"0.3.0","code":100,"msg":"No available addresses","details":"pool 10.224.0.0/16"})
         );
-        let v: Value = serde_json::from_slice(&error_json(&Error::new(Code::InvalidEnv, "x"), None)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&error_json(&Error::new(Code::InvalidEnv, "x"), None)).unwrap();
         assert_eq!(v, json!({"cniVersion":"1.1.0","code":4,"msg":"x"}));
     }
 }

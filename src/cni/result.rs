@@ -32,7 +32,11 @@ pub struct Interface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
     /// 1.1.0 only.
-    #[serde(rename = "socketPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "socketPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub socket_path: Option<String>,
     /// 1.1.0 only.
     #[serde(rename = "pciID", default, skip_serializing_if = "Option::is_none")]
@@ -190,7 +194,8 @@ impl WireRoute {
 impl CniResult {
     /// Parse a result printed at `version` (e.g. by an IPAM plugin, or a `prevResult`).
     pub fn from_value(value: &Value, version: Version) -> Result<CniResult> {
-        let bad = |e: serde_json::Error| decode_err(format!("failed to parse {version} result: {e}"));
+        let bad =
+            |e: serde_json::Error| decode_err(format!("failed to parse {version} result: {e}"));
         if version.is_legacy() {
             let w: WireLegacy = serde_json::from_value(value.clone()).map_err(bad)?;
             let mut out = CniResult {
@@ -226,7 +231,10 @@ impl CniResult {
             .into_iter()
             .map(WireRoute::into_route)
             .collect::<Result<Vec<_>>>()?;
-        if let Some(ip) = ips.iter().find(|ip| ip.interface.is_some_and(|i| i >= w.interfaces.len())) {
+        if let Some(ip) = ips
+            .iter()
+            .find(|ip| ip.interface.is_some_and(|i| i >= w.interfaces.len()))
+        {
             return Err(decode_err(format!(
                 "result IP {} refers to interface {:?}, but only {} interfaces are listed",
                 ip.address,
@@ -314,7 +322,11 @@ impl CniResult {
                 out.insert("ips".into(), Value::Array(ips));
             }
             if !self.routes.is_empty() {
-                let routes = self.routes.iter().map(|r| route_value(r, version)).collect();
+                let routes = self
+                    .routes
+                    .iter()
+                    .map(|r| route_value(r, version))
+                    .collect();
                 out.insert("routes".into(), Value::Array(routes));
             }
         }
@@ -381,7 +393,10 @@ mod tests {
             }],
             routes: vec![Route {
                 table: Some(100),
-                ..Route::new("0.0.0.0/0".parse().unwrap(), Some("10.224.0.1".parse().unwrap()))
+                ..Route::new(
+                    "0.0.0.0/0".parse().unwrap(),
+                    Some("10.224.0.1".parse().unwrap()),
+                )
             }],
             dns: Dns {
                 nameservers: vec!["168.63.129.16".into()],
@@ -409,7 +424,8 @@ mod tests {
         for v in Version::ALL {
             let bytes = sample().to_bytes(v);
             let text = String::from_utf8(bytes.clone()).unwrap();
-            let back = CniResult::from_slice(&bytes, v).unwrap_or_else(|e| panic!("{v}: {e}\n{text}"));
+            let back =
+                CniResult::from_slice(&bytes, v).unwrap_or_else(|e| panic!("{v}: {e}\n{text}"));
             assert_eq!(back, expected_at(v), "{v}\n{text}");
             let value: Value = serde_json::from_slice(&bytes).unwrap();
             assert_eq!(value["cniVersion"], v.as_str());
@@ -471,8 +487,14 @@ mod tests {
     fn bad_results_are_decode_errors() {
         let table: &[(&str, Version)] = &[
             (r#"{"ips":[{"address":"nope"}]}"#, Version::V1_0_0),
-            (r#"{"ips":[{"address":"10.0.0.1/24","gateway":"x"}]}"#, Version::V1_0_0),
-            (r#"{"ips":[{"address":"10.0.0.1/24","interface":3}]}"#, Version::V1_0_0),
+            (
+                r#"{"ips":[{"address":"10.0.0.1/24","gateway":"x"}]}"#,
+                Version::V1_0_0,
+            ),
+            (
+                r#"{"ips":[{"address":"10.0.0.1/24","interface":3}]}"#,
+                Version::V1_0_0,
+            ),
             (r#"{"ip4":{"ip":"10.0.0.1/40"}}"#, Version::V0_2_0),
             (r#"{"routes":[{"gw":"10.0.0.1"}]}"#, Version::V0_4_0),
             ("not json", Version::V1_0_0),

@@ -89,8 +89,7 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
     })();
 
     let log = log.unwrap_or_else(|| {
-        let dir = log_dir_conf
-            .unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
+        let dir = log_dir_conf.unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
         let mut l = Logger::open(&dir, plugin.name());
         if let Some(c) = vars.get("CNI_COMMAND") {
             l.set("command", c.as_str());
@@ -150,7 +149,10 @@ fn run_guarded(plugin: &dyn Plugin, req: &Request) -> Result<Option<Vec<u8>>> {
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(Error::new(Code::Runtime, format!("plugin panicked: {what}")))
+            Err(Error::new(
+                Code::Runtime,
+                format!("plugin panicked: {what}"),
+            ))
         }
     }
 }
@@ -220,20 +222,74 @@ mod tests {
     fn dispatch_table() {
         // (command, container id, stdin, exit code, CNI error code if failing)
         let table: &[(&str, &str, &str, i32, Option<u64>)] = &[
-            ("ADD", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 0, None),
-            ("DEL", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 0, None),
+            (
+                "ADD",
+                "c1",
+                r#"{"cniVersion":"0.3.0","name":"azure"}"#,
+                0,
+                None,
+            ),
+            (
+                "DEL",
+                "c1",
+                r#"{"cniVersion":"0.3.0","name":"azure"}"#,
+                0,
+                None,
+            ),
             ("VERSION", "", "", 0, None),
-            ("CHECK", "c1", r#"{"cniVersion":"0.3.0","name":"azure"}"#, 1, Some(1)),
-            ("CHECK", "c1", r#"{"cniVersion":"0.4.0","name":"azure"}"#, 0, None),
-            ("GC", "", r#"{"cniVersion":"1.0.0","name":"azure"}"#, 1, Some(1)),
-            ("GC", "", r#"{"cniVersion":"1.1.0","name":"azure"}"#, 0, None),
-            ("STATUS", "", r#"{"cniVersion":"1.1.0","name":"azure"}"#, 1, Some(50)),
+            (
+                "CHECK",
+                "c1",
+                r#"{"cniVersion":"0.3.0","name":"azure"}"#,
+                1,
+                Some(1),
+            ),
+            (
+                "CHECK",
+                "c1",
+                r#"{"cniVersion":"0.4.0","name":"azure"}"#,
+                0,
+                None,
+            ),
+            (
+                "GC",
+                "",
+                r#"{"cniVersion":"1.0.0","name":"azure"}"#,
+                1,
+                Some(1),
+            ),
+            (
+                "GC",
+                "",
+                r#"{"cniVersion":"1.1.0","name":"azure"}"#,
+                0,
+                None,
+            ),
+            (
+                "STATUS",
+                "",
+                r#"{"cniVersion":"1.1.0","name":"azure"}"#,
+                1,
+                Some(50),
+            ),
             ("ADD", "c1", "{", 1, Some(6)),
             ("ADD", "c1", r#"{"cniVersion":"0.3.0"}"#, 1, Some(7)),
-            ("ADD", "c1", r#"{"cniVersion":"2.0.0","name":"azure"}"#, 1, Some(1)),
+            (
+                "ADD",
+                "c1",
+                r#"{"cniVersion":"2.0.0","name":"azure"}"#,
+                1,
+                Some(1),
+            ),
             ("ADD", "-bad", r#"{"name":"azure"}"#, 1, Some(4)),
             ("NOPE", "c1", r#"{"name":"azure"}"#, 1, Some(4)),
-            ("ADD", "panic", r#"{"cniVersion":"1.0.0","name":"azure"}"#, 1, Some(100)),
+            (
+                "ADD",
+                "panic",
+                r#"{"cniVersion":"1.0.0","name":"azure"}"#,
+                1,
+                Some(100),
+            ),
         ];
         for (cmd, cid, stdin, exit, code) in table {
             let (got_exit, v) = run(cmd, cid, stdin);

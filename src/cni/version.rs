@@ -4,7 +4,9 @@ use crate::error::{Code, Error, Result};
 
 /// Every CNI version both plugins accept, oldest first. Upstream stops at 1.0.0 (spec B.1.3);
 /// we add 1.1.0 for GC and STATUS (spec A.1).
-pub const SUPPORTED: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const SUPPORTED: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// What a network config without `cniVersion` means: upstream's `ParseNetworkConfig` default.
 pub const DEFAULT_CONFIG_VERSION: Version = Version::V0_2_0;

@@ -69,7 +69,10 @@ impl Store {
 
     /// Lock, read, let `f` change the state, write it back if `f` says it changed, unlock.
     /// If `f` fails nothing is written.
-    pub fn update<T: StateFile, R>(&self, f: impl FnOnce(&mut T) -> Result<(R, bool)>) -> Result<R> {
+    pub fn update<T: StateFile, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> Result<(R, bool)>,
+    ) -> Result<R> {
         let _guard = self.lock()?;
         let mut state: T = read_state(&self.path)?;
         let (out, changed) = f(&mut state)?;
@@ -94,7 +97,10 @@ pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(Error::new(
                 Code::Io,
-                format!("state file {} is a symlink; refusing to follow it", path.display()),
+                format!(
+                    "state file {} is a symlink; refusing to follow it",
+                    path.display()
+                ),
             ))
         }
         Err(e) => return Err(Error::from(e).context(format!("read state file {}", path.display()))),
@@ -109,7 +115,10 @@ pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
         ));
     }
     if meta.len() > MAX_STATE_BYTES {
-        return Err(corrupt(path, format!("it is larger than {MAX_STATE_BYTES} bytes")));
+        return Err(corrupt(
+            path,
+            format!("it is larger than {MAX_STATE_BYTES} bytes"),
+        ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     (&file)
@@ -229,7 +238,11 @@ pub(crate) mod tests {
     }
 
     fn store(dir: &Path) -> Store {
-        Store::new(dir.join("s.json"), dir.join("azure-vnet/s.lock"), Duration::from_secs(5))
+        Store::new(
+            dir.join("s.json"),
+            dir.join("azure-vnet/s.lock"),
+            Duration::from_secs(5),
+        )
     }
 
     #[test]
@@ -246,7 +259,13 @@ pub(crate) mod tests {
     fn corrupt_files_are_errors_and_left_untouched() {
         let dir = tempdir("corrupt");
         let s = store(&dir);
-        for bad in [&b"{\"Counter\": 1"[..], b"   \n", b"garbage", b"{\"Counter\":\"x\"}", b"\0\0\0"] {
+        for bad in [
+            &b"{\"Counter\": 1"[..],
+            b"   \n",
+            b"garbage",
+            b"{\"Counter\":\"x\"}",
+            b"\0\0\0",
+        ] {
             std::fs::write(s.path(), bad).unwrap();
             let e = s.update(|d: &mut Doc| {
                 d.counter += 1;
@@ -264,7 +283,11 @@ pub(crate) mod tests {
     fn update_round_trips_unknown_fields_and_writes_go_format() {
         let dir = tempdir("rt");
         let s = store(&dir);
-        std::fs::write(s.path(), br#"{"Counter":1,"FutureField":{"x":[1,2]},"Other":"kept"}"#).unwrap();
+        std::fs::write(
+            s.path(),
+            br#"{"Counter":1,"FutureField":{"x":[1,2]},"Other":"kept"}"#,
+        )
+        .unwrap();
         s.update(|d: &mut Doc| {
             d.counter += 1;
             Ok(((), true))
@@ -276,7 +299,10 @@ pub(crate) mod tests {
         assert_eq!(v["FutureField"]["x"][1], 2);
         assert_eq!(v["Other"], "kept");
         assert!(text.contains("\n\t\"Counter\": 2"), "tab-indented: {text}");
-        assert!(!text.ends_with('\n'), "no trailing newline, like MarshalIndent");
+        assert!(
+            !text.ends_with('\n'),
+            "no trailing newline, like MarshalIndent"
+        );
         let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,0 +1,254 @@
+//! The `azure-vnet-ipam` plugin: ADD, DEL, CHECK, GC and STATUS over the IPAM state file.
+//!
+//! The slow part (asking the source: an HTTP GET or a file read, plus a netlink link dump) is
+//! done before the lock is taken; under the lock there is only read, merge, allocate, write.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde_json::Value;
+
+use crate::cni::result::{CniResult, Dns, IpConfig, Route};
+use crate::cni::skel::{Plugin, Request};
+use crate::error::{invalid_config, Code, Error, Result};
+use crate::ipam::allocator::{self, Allocation};
+use crate::ipam::source::{self, PoolView, SourceKind};
+use crate::ipam::state::IpamFile;
+use crate::netlink::Netlink;
+use crate::store::Store;
+
+pub const PLUGIN_NAME: &str = "azure-vnet-ipam";
+pub const STATE_FILE: &str = "azure-vnet-ipam.json";
+/// Upstream's constant "DNS host proxy" (spec B.5.4): Azure's resolver.
+pub const AZURE_DNS: &str = "168.63.129.16";
+const DEFAULT_ADDRESS_SPACE: &str = "local";
+
+pub struct IpamPlugin;
+
+/// The parsed `ipam` section, as this plugin reads it.
+struct IpamArgs {
+    kind: SourceKind,
+    space: String,
+    pool: Option<String>,
+    address: Option<IpAddr>,
+    master: Option<String>,
+}
+
+fn ipam_args(req: &Request) -> Result<IpamArgs> {
+    let ipam = req.conf.conf.ipam.clone().unwrap_or_default();
+    let kind = SourceKind::parse(ipam.environment.as_deref())?;
+    let pool = match ipam.subnet.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            let net: IpNetwork = s
+                .parse()
+                .map_err(|_| invalid_config(format!("invalid ipam.subnet {s:?}: not a CIDR")))?;
+            let canon = IpNetwork::new(net.network(), net.prefix())
+                .map_err(|e| invalid_config(format!("invalid ipam.subnet {s:?}: {e}")))?;
+            Some(canon.to_string())
+        }
+    };
+    let address = match ipam.ip_address.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<IpAddr>()
+                .map_err(|_| invalid_config(format!("invalid ipam.ipAddress {s:?}")))?,
+        ),
+    };
+    Ok(IpamArgs {
+        kind,
+        space: ipam
+            .address_space
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDRESS_SPACE.to_string()),
+        pool,
+        address,
+        master: req.conf.conf.master.clone().filter(|m| !m.is_empty()),
+    })
+}
+
+pub fn store(req: &Request) -> Store {
+    Store::new(
+        req.settings.run_dir.join(STATE_FILE),
+        req.settings.lock_dir().join(format!("{PLUGIN_NAME}.lock")),
+        req.settings.lock_timeout,
+    )
+}
+
+/// Ask the source what this node has, as pools. Never under the lock.
+fn fetch_view(req: &Request, a: &IpamArgs) -> Result<Vec<PoolView>> {
+    if a.kind == SourceKind::Null {
+        return Ok(Vec::new());
+    }
+    let nics = source::fetch(a.kind, &req.settings)?;
+    let links = Netlink::connect()?.links()?;
+    Ok(source::pools_from(&nics, &links, a.master.as_deref()))
+}
+
+fn result_of(a: &Allocation) -> CniResult {
+    let default = if a.address.is_ipv4() {
+        "0.0.0.0/0"
+    } else {
+        "::/0"
+    };
+    CniResult {
+        interfaces: Vec::new(),
+        ips: vec![IpConfig {
+            interface: None,
+            address: a.address,
+            gateway: a.gateway,
+        }],
+        routes: match (a.gateway, default.parse()) {
+            (Some(gw), Ok(dst)) => vec![Route::new(dst, Some(gw))],
+            _ => Vec::new(),
+        },
+        dns: Dns {
+            nameservers: vec![AZURE_DNS.to_string()],
+            ..Default::default()
+        },
+    }
+}
+
+impl Plugin for IpamPlugin {
+    fn name(&self) -> &'static str {
+        PLUGIN_NAME
+    }
+
+    fn add(&self, req: &Request) -> Result<CniResult> {
+        let a = ipam_args(req)?;
+        let view = fetch_view(req, &a);
+        let alloc = store(req).update(|file: &mut IpamFile| {
+            let space = file.space_mut(&a.space);
+            let mut changed = false;
+            match &view {
+                Ok(v) => changed |= allocator::merge(space, v),
+                Err(e) if space.pools.is_empty() => {
+                    return Err(e.clone().context("no address pools (and no saved state)"));
+                }
+                Err(e) => req.log.warn(
+                    "address source failed; using the saved state",
+                    &[("error", Value::from(e.msg()))],
+                ),
+            }
+            let alloc = allocator::allocate(
+                space,
+                &allocator::Request {
+                    container_id: &req.env.container_id,
+                    pool: a.pool.as_deref(),
+                    address: a.address,
+                    if_name: a.master.as_deref(),
+                },
+            )
+            .map_err(|e| e.context("Failed to allocate address"))?;
+            changed |= !alloc.existing;
+            Ok((alloc, changed))
+        })?;
+        req.log.info(
+            if alloc.existing {
+                "address already held"
+            } else {
+                "address allocated"
+            },
+            &[
+                ("address", Value::from(alloc.address.to_string())),
+                ("pool", Value::from(alloc.pool_id.clone())),
+            ],
+        );
+        Ok(result_of(&alloc))
+    }
+
+    fn del(&self, req: &Request) -> Result<()> {
+        let a = ipam_args(req)?;
+        let released = store(req).update(|file: &mut IpamFile| {
+            if file.space(&a.space).is_none() {
+                return Ok((Vec::new(), false));
+            }
+            let space = file.space_mut(&a.space);
+            let released =
+                allocator::release(space, &req.env.container_id, a.pool.as_deref(), a.address);
+            let changed = !released.is_empty();
+            Ok((released, changed))
+        })?;
+        let list: Vec<Value> = released
+            .iter()
+            .map(|ip| Value::from(ip.to_string()))
+            .collect();
+        req.log
+            .info("released", &[("addresses", Value::from(list))]);
+        Ok(())
+    }
+
+    fn check(&self, req: &Request) -> Result<()> {
+        let a = ipam_args(req)?;
+        let file: IpamFile = store(req).load()?;
+        let held = file.space(&a.space).is_some_and(|s| {
+            s.pools.values().any(|p| {
+                p.addresses
+                    .values()
+                    .any(|r| r.in_use && r.id == req.env.container_id)
+            })
+        });
+        if held {
+            Ok(())
+        } else {
+            Err(Error::new(
+                Code::Runtime,
+                format!(
+                    "no address is allocated to container {}",
+                    req.env.container_id
+                ),
+            ))
+        }
+    }
+
+    fn gc(&self, req: &Request) -> Result<()> {
+        let valid = req.conf.conf.valid_attachments.as_ref().ok_or_else(|| {
+            invalid_config("GC needs cni.dev/valid-attachments (an empty list releases everything)")
+        })?;
+        let valid: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+        let released = store(req).update(|file: &mut IpamFile| {
+            let mut released = Vec::new();
+            if let Some(am) = file.ipam.as_mut() {
+                for space in am.address_spaces.values_mut() {
+                    released.extend(allocator::gc(space, &valid));
+                }
+            }
+            let changed = !released.is_empty();
+            Ok((released, changed))
+        })?;
+        let list: Vec<Value> = released
+            .iter()
+            .map(|ip| Value::from(ip.to_string()))
+            .collect();
+        req.log
+            .info("gc released", &[("addresses", Value::from(list))]);
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> Result<()> {
+        let a = ipam_args(req)?;
+        let view = fetch_view(req, &a);
+        let mut file: IpamFile = store(req).load().map_err(|e| {
+            e.with_code(Code::LimitedConnectivity)
+                .context("IPAM state unreadable; DEL of existing containers fails too")
+        })?;
+        let space = file.space_mut(&a.space);
+        let why = match &view {
+            Ok(v) => {
+                allocator::merge(space, v);
+                None
+            }
+            Err(e) => Some(e.msg().to_string()),
+        };
+        if allocator::free_count(space) > 0 {
+            return Ok(());
+        }
+        let msg = match (why, space.pools.is_empty()) {
+            (Some(why), true) => format!("no address pools: {why}"),
+            (_, true) => "no address pools: the source lists no addresses for this node".into(),
+            (_, false) => "No available addresses: every address of this node is in use".into(),
+        };
+        Err(Error::new(Code::NotAvailable, msg))
+    }
+}

@@ -1,0 +1,208 @@
+//! `/var/run/azure-vnet-ipam.json` in upstream's schema (spec B.4.3): store key `"IPAM"`,
+//! address spaces, pools keyed by subnet CIDR, address records keyed by IP string. Every struct
+//! keeps fields it does not model (`extra`), so a file written by a newer or older upstream
+//! survives our rewrite. Maps are `BTreeMap`s: Go writes map keys sorted, so do we.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::encoding::{GoIp, GoIpNet};
+use crate::store::StateFile;
+
+/// Go writes a nil map or slice as `null`; read that as empty.
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IpamFile {
+    #[serde(rename = "IPAM", default, skip_serializing_if = "Option::is_none")]
+    pub ipam: Option<AddressManager>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AddressManager {
+    #[serde(rename = "Version", default)]
+    pub version: String,
+    #[serde(rename = "TimeStamp", default)]
+    pub timestamp: String,
+    #[serde(rename = "AddressSpaces", default, deserialize_with = "null_default")]
+    pub address_spaces: BTreeMap<String, AddressSpace>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AddressSpace {
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    /// 0 = local, 1 = global.
+    #[serde(rename = "Scope", default)]
+    pub scope: i64,
+    #[serde(rename = "Pools", default, deserialize_with = "null_default")]
+    pub pools: BTreeMap<String, Pool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// The subnet CIDR string, e.g. `"10.224.0.0/16"`.
+    #[serde(rename = "Id", default)]
+    pub id: String,
+    /// Host interface whose MAC matched the source's NIC.
+    #[serde(rename = "IfName", default)]
+    pub if_name: String,
+    #[serde(rename = "Subnet", default)]
+    pub subnet: GoIpNet,
+    #[serde(rename = "Gateway", default)]
+    pub gateway: GoIp,
+    #[serde(rename = "Addresses", default, deserialize_with = "null_default")]
+    pub addresses: BTreeMap<String, AddressRecord>,
+    #[serde(rename = "IsIPv6", default)]
+    pub is_ipv6: bool,
+    /// 0 for the primary NIC, 1 for a secondary NIC.
+    #[serde(rename = "Priority", default)]
+    pub priority: i64,
+    #[serde(rename = "RefCount", default)]
+    pub ref_count: i64,
+    /// Our addition (upstream ignores unknown fields): the address handed out last, so the
+    /// next allocation starts after it and a just-released address is reused last.
+    #[serde(
+        rename = "LastAllocated",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_allocated: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AddressRecord {
+    /// The owner's full CNI_CONTAINERID; `""` when free.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "Addr", default)]
+    pub addr: GoIp,
+    #[serde(rename = "InUse", default)]
+    pub in_use: bool,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl AddressRecord {
+    pub fn is_free(&self) -> bool {
+        !self.in_use && self.id.is_empty()
+    }
+}
+
+impl StateFile for IpamFile {
+    fn stamp(&mut self, version: &str, timestamp: &str) {
+        let am = self.ipam.get_or_insert_with(AddressManager::default);
+        am.version = version.to_string();
+        am.timestamp = timestamp.to_string();
+    }
+}
+
+impl IpamFile {
+    /// The address space `id`, created empty (local scope) if absent.
+    pub fn space_mut(&mut self, id: &str) -> &mut AddressSpace {
+        self.ipam
+            .get_or_insert_with(AddressManager::default)
+            .address_spaces
+            .entry(id.to_string())
+            .or_insert_with(|| AddressSpace {
+                id: id.to_string(),
+                ..Default::default()
+            })
+    }
+
+    pub fn space(&self, id: &str) -> Option<&AddressSpace> {
+        self.ipam.as_ref()?.address_spaces.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spec B.4.3's example, plus fields a future upstream might add at every level.
+    pub const UPSTREAM: &str = r#"{
+	"IPAM": {
+		"Version": "v1.6.21",
+		"TimeStamp": "2026-08-20T19:46:13.987654321Z",
+		"FutureTop": 7,
+		"AddressSpaces": {
+			"local": {
+				"Id": "local",
+				"Scope": 0,
+				"FutureSpace": [1],
+				"Pools": {
+					"10.224.0.0/16": {
+						"Id": "10.224.0.0/16",
+						"IfName": "eth0",
+						"Subnet": { "IP": "10.224.0.0", "Mask": "//8AAA==" },
+						"Gateway": "10.224.0.1",
+						"Addresses": {
+							"10.224.0.17": { "ID": "ee86fb8b1d6c4e0f8b7a2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071", "Addr": "10.224.0.17", "InUse": true, "Lease": "x" },
+							"10.224.0.18": { "ID": "", "Addr": "10.224.0.18", "InUse": false },
+							"10.224.0.5":  { "ID": "", "Addr": "10.224.0.5",  "InUse": false }
+						},
+						"IsIPv6": false,
+						"Priority": 0,
+						"RefCount": 1,
+						"FuturePool": {"a": null}
+					}
+				}
+			}
+		}
+	},
+	"SomethingElse": {"kept": true}
+}"#;
+
+    #[test]
+    fn upstream_file_loads_and_round_trips_unknown_fields() {
+        let f: IpamFile = serde_json::from_str(UPSTREAM).unwrap();
+        let pool = &f.space("local").unwrap().pools["10.224.0.0/16"];
+        assert_eq!(
+            pool.subnet.to_network().unwrap().to_string(),
+            "10.224.0.0/16"
+        );
+        assert!(pool.addresses["10.224.0.17"].in_use);
+        assert!(pool.addresses["10.224.0.5"].is_free());
+        let back: Value = serde_json::to_value(&f).unwrap();
+        let orig: Value = serde_json::from_str(UPSTREAM).unwrap();
+        assert_eq!(back, orig, "every field, known or not, survives");
+    }
+
+    #[test]
+    fn nulls_and_missing_fields_load() {
+        let f: IpamFile = serde_json::from_str(
+            r#"{"IPAM":{"AddressSpaces":{"local":{"Id":"local","Pools":{"p":{"Addresses":null}}}}}}"#,
+        )
+        .unwrap();
+        assert!(f.space("local").unwrap().pools["p"].addresses.is_empty());
+        let f: IpamFile = serde_json::from_str(r#"{"IPAM":{"AddressSpaces":null}}"#).unwrap();
+        assert!(f.ipam.unwrap().address_spaces.is_empty());
+        let f: IpamFile = serde_json::from_str("{}").unwrap();
+        assert!(f.ipam.is_none());
+    }
+
+    #[test]
+    fn written_keys_are_sorted_like_go() {
+        let f: IpamFile = serde_json::from_str(UPSTREAM).unwrap();
+        let text = String::from_utf8(crate::store::to_go_json(&f).unwrap()).unwrap();
+        let a = text.find("\"10.224.0.17\"").unwrap();
+        let b = text.find("\"10.224.0.5\"").unwrap();
+        assert!(a < b, "string order, as Go sorts map keys");
+    }
+}

@@ -1,0 +1,91 @@
+//! Network namespaces: open and validate one, and run work inside it.
+//!
+//! Switching happens on a short-lived thread, never on the caller's thread: `setns` affects
+//! only the calling thread, the thread ends with the work, and so nothing ever has to be
+//! switched back (a failed switch-back is how plugins end up doing host work in a pod).
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::error::{Code, Error, Result};
+
+/// `ioctl(fd, NS_GET_NSTYPE)` (linux/nsfs.h: `_IO(0xb7, 0x3)`), Linux 4.11+.
+const NS_GET_NSTYPE: u64 = 0xb703;
+
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Open `path` and make sure it is a network namespace (not a plain file, not another
+    /// kind of namespace), before anything is changed anywhere.
+    pub fn open(path: &Path) -> Result<Netns> {
+        let file = File::open(path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                Code::UnknownContainer
+            } else {
+                Code::Internal
+            };
+            Error::os(code, &e).context(format!("open netns {}", path.display()))
+        })?;
+        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd's namespace type;
+        // on a non-nsfs fd it fails with ENOTTY, which we report.
+        let kind = unsafe { nix::libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if kind != CloneFlags::CLONE_NEWNET.bits() {
+            return Err(Error::new(
+                Code::Internal,
+                format!("{} is not a network namespace", path.display()),
+            ));
+        }
+        Ok(Netns {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The calling thread's own network namespace.
+    pub fn current() -> Result<Netns> {
+        Netns::open(Path::new("/proc/thread-self/ns/net"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Run `f` on a fresh thread that has entered this namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let fd = self.fd();
+        std::thread::scope(|s| {
+            let handle = s.spawn(move || {
+                setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                    Error::os(Code::Internal, &std::io::Error::from(e))
+                        .context(format!("enter netns {}", self.path.display()))
+                })?;
+                f()
+            });
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(Error::new(Code::Internal, "netns worker thread panicked")))
+        })
+    }
+
+    /// Namespace identity (device, inode), to tell whether two paths are the same netns.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        let st = nix::sys::stat::fstat(self.fd())
+            .map_err(|e| Error::os(Code::Internal, &std::io::Error::from(e)))?;
+        Ok((st.st_dev, st.st_ino))
+    }
+}
