@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Everything the tests and the demo need on a fresh Debian 12 machine, installed idempotently:
+#   - Debian's CNI reference plugins (ptp, host-local, portmap, bandwidth) in /usr/lib/cni
+#   - the real upstream `cnitool` (containernetworking/cni v1.1.2), built offline from Debian's
+#     *source* package (Debian's binary package leaves it out) into /usr/local/bin/cnitool
+#   - containerd 1.6 + runc (the containerd end-to-end test), busybox-static (pod servers)
+#   - iproute2, iptables, ping, curl, python3 (the fake wireserver)
+# The machine's apt configuration is not changed: the deb-src entry lives in a private dir.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+[ "$(id -u)" = 0 ] || { echo "install-deps.sh must run as root" >&2; exit 1; }
+
+PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 iptables
+      iputils-ping curl xz-utils ca-certificates busybox-static python3 containerd runc)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x /usr/local/bin/cnitool ]; then
+  echo "building cnitool from Debian's golang-github-appc-cni source package"
+  T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    # the first deb822 stanza of the machine's Debian source, as deb-src for bookworm
+    awk 'BEGIN{RS=""} NR==1{print; exit}' /etc/apt/sources.list.d/debian.sources |
+      sed -e 's/^Types:.*/Types: deb-src/' -e 's/^Suites:.*/Suites: bookworm/' > "$T/src.sources"
+    LIST=(-o Dir::Etc::sourceparts="$T" -o Dir::Etc::sourcelist=/dev/null)
+  else
+    grep -m1 -E '^deb ' /etc/apt/sources.list | sed -e 's/^deb /deb-src /' > "$T/src.list"
+    LIST=(-o Dir::Etc::sourcelist="$T/src.list" -o Dir::Etc::sourceparts=-)
+  fi
+  mkdir -p "$T/lists/partial"
+  APTSRC=("${LIST[@]}" -o Dir::State::lists="$T/lists")
+  apt-get "${APTSRC[@]}" update -qq
+  (cd "$T" && apt-get "${APTSRC[@]}" source --download-only -qq golang-github-appc-cni 2>/dev/null)
+  tar -C "$T" -xJf "$T"/golang-github-appc-cni_*.orig.tar.xz --wildcards '*/cnitool/*'
+  # GOPATH mode: libcni and pkg/* come from /usr/share/gocode (golang-github-appc-cni-dev)
+  (cd "$T"/golang-github-appc-cni-*/cnitool &&
+    GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$T/gocache" go build -o /usr/local/bin/cnitool .)
+fi
+
+for f in /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
+         /usr/lib/cni/bandwidth /usr/bin/containerd /usr/bin/ctr /bin/busybox; do
+  [ -x "$f" ] || { echo "missing after install: $f" >&2; exit 1; }
+done

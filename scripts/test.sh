@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need, then formatting, lints,
+# unit tests and the root-only integration tests (network namespaces, real cnitool, real
+# plugins, real containerd). Must run as root: the integration tests fail, never skip, without it.
+#
+#   sudo scripts/test.sh            # everything
+#   sudo scripts/test.sh <filter>   # only tests whose name contains <filter>
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh must run as root (the integration tests create network namespaces)" >&2
+  exit 1
+fi
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/install-deps.sh
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo build --quiet --bins
+cargo test --quiet "$@"

@@ -1,0 +1,427 @@
+//! Shared fixtures for the integration tests: the simulated Azure node (scripts/testbed.sh),
+//! pod namespaces, running plugins and cnitool inside a namespace, the fake wireserver.
+//! Everything is created inside namespaces the test makes, and removed on Drop, so a failing
+//! assertion leaves nothing behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NODE_A_MAC: &str = "00:0d:3a:4b:1c:2d";
+pub const NODE_A_IP: &str = "10.224.0.4";
+pub const NODE_B_IP: &str = "10.224.1.4";
+pub const API_IP: &str = "10.226.0.4";
+
+/// Root-only tests must run in CI: fail loudly, never skip.
+pub fn require_root() {
+    let euid = nix::unistd::geteuid();
+    assert!(
+        euid.is_root(),
+        "this test needs root (network namespaces); run it through `sudo scripts/test.sh`"
+    );
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet-ipam"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn ipam_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet-ipam"))
+}
+
+/// Our binaries first, then Debian's reference plugins.
+pub fn cni_path() -> String {
+    format!("{}:/usr/lib/cni", bin_dir().display())
+}
+
+pub fn cnitool() -> PathBuf {
+    let p = PathBuf::from("/usr/local/bin/cnitool");
+    assert!(p.exists(), "cnitool is missing: run scripts/install-deps.sh (scripts/test.sh does)");
+    p
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this process and call (namespace names, container IDs).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{:x}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique(&format!("azvt-{tag}-")));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The simulated VNet: `<tag>-vnet`, `<tag>-node-a`, `<tag>-node-b`, `<tag>-api`, plus any
+/// `<tag>-pod-*` namespaces the test adds. All removed on Drop.
+pub struct Testbed {
+    pub tag: String,
+    pub dir: TempDir,
+    pods: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+impl Testbed {
+    pub fn up(secondaries: u32) -> Testbed {
+        require_root();
+        let tag = unique("azt");
+        let dir = TempDir::new("tb");
+        let tb = Testbed {
+            tag,
+            dir,
+            pods: Default::default(),
+        };
+        let st = Command::new(repo().join("scripts/testbed.sh"))
+            .args(["up", &tb.tag])
+            .arg(tb.dir.path())
+            .arg(secondaries.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "testbed up failed");
+        tb
+    }
+
+    pub fn node(&self, n: &str) -> String {
+        format!("{}-node-{n}", self.tag)
+    }
+    pub fn vnet(&self) -> String {
+        format!("{}-vnet", self.tag)
+    }
+    pub fn api(&self) -> String {
+        format!("{}-api", self.tag)
+    }
+    pub fn interfaces_file(&self, n: &str) -> PathBuf {
+        self.dir.join(&format!("node-{n}/interfaces.json"))
+    }
+    pub fn nmagent_xml(&self, n: &str) -> PathBuf {
+        self.dir.join(&format!("node-{n}/nmagent.xml"))
+    }
+    /// A per-node run directory (state files, locks) inside the test's temp dir.
+    pub fn run_dir(&self, n: &str) -> PathBuf {
+        let p = self.dir.join(&format!("node-{n}/run"));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+    pub fn log_dir(&self, n: &str) -> PathBuf {
+        let p = self.dir.join(&format!("node-{n}/log"));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A pod namespace `<tag>-pod-<name>` (lo up, as runtimes do); its path for CNI_NETNS.
+    pub fn pod(&self, name: &str) -> (String, PathBuf) {
+        let ns = format!("{}-pod-{name}", self.tag);
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        let path = PathBuf::from("/var/run/netns").join(&ns);
+        self.pods.lock().unwrap().push(path.clone());
+        (ns, path)
+    }
+
+    pub fn del_pod(&self, ns: &str) {
+        sh(&["ip", "netns", "del", ns]);
+    }
+
+    /// The environment every plugin call from node `n` gets: overrides to the test's paths.
+    pub fn env(&self, n: &str) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_VNET_RUN_DIR".into(), self.run_dir(n).display().to_string()),
+            ("AZURE_VNET_LOG_DIR".into(), self.log_dir(n).display().to_string()),
+            (
+                "AZURE_VNET_INTERFACES_FILE".into(),
+                self.interfaces_file(n).display().to_string(),
+            ),
+            // Never the real wireserver: a closed loopback port unless a test starts a fake.
+            (
+                "AZURE_VNET_WIRESERVER_URL".into(),
+                "http://127.0.0.1:9/machine/plugins?comp=nmagent&type=getinterfaceinfov1".into(),
+            ),
+        ]
+    }
+
+    pub fn ipam_state(&self, n: &str) -> Value {
+        read_json(&self.run_dir(n).join("azure-vnet-ipam.json"))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        // cnitool's result cache for our pods (normally removed by its DEL).
+        for p in self.pods.lock().map(|p| p.clone()).unwrap_or_default() {
+            let id = cnitool_container_id(&p);
+            if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().contains(&id) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let _ = Command::new(repo().join("scripts/testbed.sh"))
+            .args(["down", &self.tag])
+            .status();
+    }
+}
+
+pub fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}\n{text}", p.display()))
+}
+
+/// Run a command, panic with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `ip netns exec <ns> <args>`: output, success or not.
+pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+pub fn ns_sh(ns: &str, args: &[&str]) -> String {
+    let out = ns_exec(ns, args);
+    assert!(
+        out.status.success(),
+        "in {ns}: {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a plugin printed and how it exited.
+#[derive(Debug)]
+pub struct PluginOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl PluginOut {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} / stderr {:?}", self.stdout, self.stderr))
+    }
+    /// Assert success and return the JSON result (Null for empty stdout).
+    pub fn ok(&self) -> Value {
+        assert_eq!(self.code, 0, "plugin failed: {} {}", self.stdout, self.stderr);
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+    /// Assert a CNI error with `code`, exit status 1, and return the error document.
+    pub fn err(&self, code: u64) -> Value {
+        assert_eq!(self.code, 1, "expected failure, got: {} {}", self.stdout, self.stderr);
+        let v = self.json();
+        assert_eq!(v["code"], code, "wrong CNI code: {v}");
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "no msg: {v}");
+        v
+    }
+}
+
+/// Exec a CNI plugin in namespace `ns` (None: the test's own namespace) with a clean
+/// environment: PATH, the given variables, nothing inherited.
+pub fn run_plugin(ns: Option<&str>, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> PluginOut {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(plugin);
+            c
+        }
+        None => Command::new(plugin),
+    };
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut si = child.stdin.take().unwrap();
+        // The plugin may exit early (bad env) and close stdin: ignore EPIPE.
+        let _ = si.write_all(stdin);
+    }
+    let out = child.wait_with_output().unwrap();
+    PluginOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The standard CNI variables for one call.
+pub fn cni_env(cmd: &str, cid: &str, netns: &str, ifname: &str) -> Vec<(String, String)> {
+    vec![
+        ("CNI_COMMAND".into(), cmd.into()),
+        ("CNI_CONTAINERID".into(), cid.into()),
+        ("CNI_NETNS".into(), netns.into()),
+        ("CNI_IFNAME".into(), ifname.into()),
+        ("CNI_PATH".into(), cni_path()),
+    ]
+}
+
+pub fn with(mut base: Vec<(String, String)>, more: &[(String, String)]) -> Vec<(String, String)> {
+    for (k, v) in more {
+        base.retain(|(bk, _)| bk != k);
+        base.push((k.clone(), v.clone()));
+    }
+    base
+}
+
+/// A directory holding one conflist, for cnitool's NETCONFPATH.
+pub fn netconf_dir(dir: &TempDir, conflist: &str) -> PathBuf {
+    let d = dir.join(&unique("netconf"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(repo().join("conflist").join(conflist), d.join(conflist)).unwrap();
+    d
+}
+
+/// Run the real cnitool inside namespace `ns`: `cnitool <cmd> <net> <netns>`. cnitool names the
+/// container `cnitool-<hash of the netns path>` and caches results under /var/lib/cni; the
+/// cache entry goes away with the DEL.
+pub fn cnitool_run(ns: &str, netconf: &Path, cmd: &str, net: &str, netns: &Path, env: &[(String, String)]) -> PluginOut {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(cnitool())
+        .args([cmd, net])
+        .arg(netns)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("NETCONFPATH", netconf)
+        .env("CNI_PATH", cni_path())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    PluginOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The container ID cnitool derives from a netns path (cnitool.go: sha512 of the absolute
+/// path, first 10 bytes in hex).
+pub fn cnitool_container_id(netns: &Path) -> String {
+    use std::process::Command;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{}' | sha512sum | cut -c1-20", netns.display()))
+        .output()
+        .unwrap();
+    format!("cnitool-{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The fake wireserver (scripts/fake-wireserver.py) on the loopback of namespace `ns`.
+pub struct Wireserver {
+    child: Child,
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl Wireserver {
+    pub fn start(ns: &str, xml: &Path, mode: &str) -> Wireserver {
+        let dir = TempDir::new("ws");
+        let port_file = dir.join("port");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3"])
+            .arg(repo().join("scripts/fake-wireserver.py"))
+            .arg("--xml")
+            .arg(xml)
+            .args(["--mode", mode, "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let port = loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file) {
+                break p;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "fake wireserver did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Wireserver {
+            child,
+            url: format!("http://127.0.0.1:{port}/machine/plugins?comp=nmagent&type=getinterfaceinfov1"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Wireserver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// IPs in use in an IPAM state document, as `ip -> container ID`.
+pub fn ips_in_use(state: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(spaces) = state["IPAM"]["AddressSpaces"].as_object() {
+        for space in spaces.values() {
+            for pool in space["Pools"].as_object().into_iter().flat_map(|p| p.values()) {
+                for (ip, rec) in pool["Addresses"].as_object().into_iter().flatten() {
+                    if rec["InUse"] == true {
+                        out.insert(ip.clone(), rec["ID"].as_str().unwrap_or("").to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The IPAM config a test feeds azure-vnet-ipam directly.
+pub fn ipam_conf(version: &str, ipam_extra: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"{version}","name":"azure","type":"azure-vnet","ipam":{{"type":"azure-vnet-ipam"{ipam_extra}}}}}"#
+    )
+}
