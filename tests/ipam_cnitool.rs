@@ -28,7 +28,10 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
         let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
         assert!(addr.ends_with("/16"), "pool prefix kept: {addr}");
         let ip = addr.trim_end_matches("/16").to_string();
-        assert!(secondary_of_node_a(&ip), "{ip} is not one of node-a's secondaries");
+        assert!(
+            secondary_of_node_a(&ip),
+            "{ip} is not one of node-a's secondaries"
+        );
         assert_ne!(ip, NODE_A_IP, "never the node's primary IP");
         assert_eq!(res["dns"]["nameservers"][0], "168.63.129.16");
         // The address is really on the pod's eth0.
@@ -46,7 +49,10 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
     for (_, path, ip) in &pods {
         assert_eq!(used[ip], cnitool_container_id(path));
     }
-    assert!(!state.to_string().contains("\"10.224.0.4\""), "primary IP never in the pool");
+    assert!(
+        !state.to_string().contains("\"10.224.0.4\""),
+        "primary IP never in the pool"
+    );
 
     // ptp gives pods a working datapath through the node: p1 reaches p2.
     ns_sh(&pods[0].0, &["ping", "-c1", "-W2", &pods[1].2]);
@@ -55,7 +61,10 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
     let (_, p1_path, p1_ip) = &pods[0];
     cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).ok();
     let after = ips_in_use(&tb.ipam_state("a"));
-    assert!(!after.contains_key(p1_ip), "{p1_ip} still in use: {after:?}");
+    assert!(
+        !after.contains_key(p1_ip),
+        "{p1_ip} still in use: {after:?}"
+    );
     assert_eq!(after.len(), 2);
     let before = std::fs::read(tb.run_dir("a").join("azure-vnet-ipam.json")).unwrap();
     cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).ok();

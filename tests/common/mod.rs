@@ -49,7 +49,10 @@ pub fn cni_path() -> String {
 
 pub fn cnitool() -> PathBuf {
     let p = PathBuf::from("/usr/local/bin/cnitool");
-    assert!(p.exists(), "cnitool is missing: run scripts/install-deps.sh (scripts/test.sh does)");
+    assert!(
+        p.exists(),
+        "cnitool is missing: run scripts/install-deps.sh (scripts/test.sh does)"
+    );
     p
 }
 
@@ -158,8 +161,14 @@ impl Testbed {
     /// The environment every plugin call from node `n` gets: overrides to the test's paths.
     pub fn env(&self, n: &str) -> Vec<(String, String)> {
         vec![
-            ("AZURE_VNET_RUN_DIR".into(), self.run_dir(n).display().to_string()),
-            ("AZURE_VNET_LOG_DIR".into(), self.log_dir(n).display().to_string()),
+            (
+                "AZURE_VNET_RUN_DIR".into(),
+                self.run_dir(n).display().to_string(),
+            ),
+            (
+                "AZURE_VNET_LOG_DIR".into(),
+                self.log_dir(n).display().to_string(),
+            ),
             (
                 "AZURE_VNET_INTERFACES_FILE".into(),
                 self.interfaces_file(n).display().to_string(),
@@ -198,7 +207,8 @@ impl Drop for Testbed {
 
 pub fn read_json(p: &Path) -> Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}\n{text}", p.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}\n{text}", p.display()))
 }
 
 /// Run a command, panic with its output if it fails.
@@ -243,12 +253,20 @@ pub struct PluginOut {
 
 impl PluginOut {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?} / stderr {:?}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / stderr {:?}",
+                self.stdout, self.stderr
+            )
+        })
     }
     /// Assert success and return the JSON result (Null for empty stdout).
     pub fn ok(&self) -> Value {
-        assert_eq!(self.code, 0, "plugin failed: {} {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: {} {}",
+            self.stdout, self.stderr
+        );
         if self.stdout.trim().is_empty() {
             Value::Null
         } else {
@@ -257,17 +275,29 @@ impl PluginOut {
     }
     /// Assert a CNI error with `code`, exit status 1, and return the error document.
     pub fn err(&self, code: u64) -> Value {
-        assert_eq!(self.code, 1, "expected failure, got: {} {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 1,
+            "expected failure, got: {} {}",
+            self.stdout, self.stderr
+        );
         let v = self.json();
         assert_eq!(v["code"], code, "wrong CNI code: {v}");
-        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "no msg: {v}");
+        assert!(
+            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "no msg: {v}"
+        );
         v
     }
 }
 
 /// Exec a CNI plugin in namespace `ns` (None: the test's own namespace) with a clean
 /// environment: PATH, the given variables, nothing inherited.
-pub fn run_plugin(ns: Option<&str>, plugin: &Path, env: &[(String, String)], stdin: &[u8]) -> PluginOut {
+pub fn run_plugin(
+    ns: Option<&str>,
+    plugin: &Path,
+    env: &[(String, String)],
+    stdin: &[u8],
+) -> PluginOut {
     let mut cmd = match ns {
         Some(ns) => {
             let mut c = Command::new("ip");
@@ -326,7 +356,14 @@ pub fn netconf_dir(dir: &TempDir, conflist: &str) -> PathBuf {
 /// Run the real cnitool inside namespace `ns`: `cnitool <cmd> <net> <netns>`. cnitool names the
 /// container `cnitool-<hash of the netns path>` and caches results under /var/lib/cni; the
 /// cache entry goes away with the DEL.
-pub fn cnitool_run(ns: &str, netconf: &Path, cmd: &str, net: &str, netns: &Path, env: &[(String, String)]) -> PluginOut {
+pub fn cnitool_run(
+    ns: &str,
+    netconf: &Path,
+    cmd: &str,
+    net: &str,
+    netns: &Path,
+    env: &[(String, String)],
+) -> PluginOut {
     let out = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(cnitool())
@@ -352,7 +389,10 @@ pub fn cnitool_container_id(netns: &Path) -> String {
     use std::process::Command;
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("printf %s '{}' | sha512sum | cut -c1-20", netns.display()))
+        .arg(format!(
+            "printf %s '{}' | sha512sum | cut -c1-20",
+            netns.display()
+        ))
         .output()
         .unwrap();
     format!("cnitool-{}", String::from_utf8_lossy(&out.stdout).trim())
@@ -384,12 +424,17 @@ impl Wireserver {
             if let Ok(p) = std::fs::read_to_string(&port_file) {
                 break p;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "fake wireserver did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "fake wireserver did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Wireserver {
             child,
-            url: format!("http://127.0.0.1:{port}/machine/plugins?comp=nmagent&type=getinterfaceinfov1"),
+            url: format!(
+                "http://127.0.0.1:{port}/machine/plugins?comp=nmagent&type=getinterfaceinfov1"
+            ),
             _dir: dir,
         }
     }
@@ -407,7 +452,11 @@ pub fn ips_in_use(state: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(spaces) = state["IPAM"]["AddressSpaces"].as_object() {
         for space in spaces.values() {
-            for pool in space["Pools"].as_object().into_iter().flat_map(|p| p.values()) {
+            for pool in space["Pools"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values())
+            {
                 for (ip, rec) in pool["Addresses"].as_object().into_iter().flatten() {
                     if rec["InUse"] == true {
                         out.insert(ip.clone(), rec["ID"].as_str().unwrap_or("").to_string());

@@ -1,0 +1,282 @@
+//! Bad input never panics and never loses data: each case gives a CNI error JSON with the right
+//! code on stdout, exit status 1, and the run directory (state files) is unchanged.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The state a case starts from.
+#[derive(Clone)]
+enum State {
+    None,
+    Bytes(Vec<u8>),
+    Symlink,
+}
+
+struct Case {
+    name: &'static str,
+    /// Environment changes: Some(value) sets, None removes.
+    env: Vec<(&'static str, Option<String>)>,
+    stdin: Vec<u8>,
+    state: State,
+    hold_lock: bool,
+    code: u64,
+    /// Words the message must contain.
+    words: &'static str,
+}
+
+fn case(name: &'static str, code: u64, words: &'static str) -> Case {
+    Case {
+        name,
+        env: vec![],
+        stdin: ipam_conf("0.3.0", r#","environment":"file""#).into_bytes(),
+        state: State::None,
+        hold_lock: false,
+        code,
+        words,
+    }
+}
+
+impl Case {
+    fn env(mut self, k: &'static str, v: Option<&str>) -> Self {
+        self.env.push((k, v.map(String::from)));
+        self
+    }
+    fn stdin(mut self, s: impl Into<Vec<u8>>) -> Self {
+        self.stdin = s.into();
+        self
+    }
+    fn state(mut self, s: State) -> Self {
+        self.state = s;
+        self
+    }
+    fn locked(mut self) -> Self {
+        self.hold_lock = true;
+        self
+    }
+}
+
+/// Two secondaries, both in use by other containers: a full pool.
+const FULL_STATE: &str = r#"{"IPAM":{"Version":"v1.6.21","TimeStamp":"2026-08-20T19:46:13Z","AddressSpaces":{"local":{"Id":"local","Scope":0,"Pools":{"10.224.0.0/16":{"Id":"10.224.0.0/16","IfName":"eth0","Subnet":{"IP":"10.224.0.0","Mask":"//8AAA=="},"Gateway":"10.224.0.1","Addresses":{"10.224.0.5":{"ID":"other-1","Addr":"10.224.0.5","InUse":true},"10.224.0.6":{"ID":"other-2","Addr":"10.224.0.6","InUse":true}},"IsIPv6":false,"Priority":0,"RefCount":1}}}}}}"#;
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if e.file_name() == "azure-vnet" {
+            continue; // lock files: created by design, hold no data
+        }
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let content = if meta.file_type().is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else if meta.is_dir() {
+            b"<dir>".to_vec()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        out.insert(p, content);
+    }
+    out
+}
+
+fn ipam_cases() -> Vec<Case> {
+    let big = {
+        let mut v = ipam_conf("0.3.0", "").into_bytes();
+        v.truncate(v.len() - 1);
+        v.extend(format!(r#","pad":"{}"}}"#, "x".repeat(2 << 20)).into_bytes());
+        v
+    };
+    let truncated = FULL_STATE.as_bytes()[..FULL_STATE.len() / 2].to_vec();
+    vec![
+        case("no CNI_COMMAND", 4, "CNI_COMMAND").env("CNI_COMMAND", None),
+        case("unknown CNI_COMMAND", 4, "FROB").env("CNI_COMMAND", Some("FROB")),
+        case("ADD without CNI_CONTAINERID", 4, "CNI_CONTAINERID").env("CNI_CONTAINERID", None),
+        case("container ID with a path", 4, "CNI_CONTAINERID")
+            .env("CNI_CONTAINERID", Some("../../etc/passwd")),
+        case("container ID starting with -", 4, "CNI_CONTAINERID")
+            .env("CNI_CONTAINERID", Some("-rf")),
+        case("ifname with a slash", 4, "CNI_IFNAME").env("CNI_IFNAME", Some("eth0/x")),
+        case("ifname too long", 4, "CNI_IFNAME").env("CNI_IFNAME", Some("eth0123456789abc")),
+        case("ADD without CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", None),
+        case("relative CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", Some("netns/x")),
+        case("no CNI_PATH", 4, "CNI_PATH").env("CNI_PATH", None),
+        case("malformed CNI_ARGS", 4, "CNI_ARGS").env("CNI_ARGS", Some("K8S_POD_NAME")),
+        case("empty stdin", 6, "parse").stdin(""),
+        case("invalid JSON", 6, "parse").stdin("{\"cniVersion\":"),
+        case("JSON that is not an object", 6, "object").stdin("[1,2,3]"),
+        case("oversized stdin", 6, "larger than").stdin(big),
+        case("unknown cniVersion", 1, "incompatible CNI versions")
+            .stdin(r#"{"cniVersion":"9.9.9","name":"azure","ipam":{"type":"azure-vnet-ipam"}}"#),
+        case("cniVersion not a string", 7, "invalid network config")
+            .stdin(r#"{"cniVersion":1,"name":"azure"}"#),
+        case("missing network name", 7, "name")
+            .stdin(r#"{"cniVersion":"0.3.0","ipam":{"type":"azure-vnet-ipam"}}"#),
+        case("network name with a path", 7, "name")
+            .stdin(r#"{"cniVersion":"0.3.0","name":"../x","ipam":{"type":"azure-vnet-ipam"}}"#),
+        case("unknown environment", 7, "ipam.environment")
+            .stdin(ipam_conf("0.3.0", r#","environment":"moon""#)),
+        case("subnet not a CIDR", 7, "ipam.subnet").stdin(ipam_conf(
+            "0.3.0",
+            r#","environment":"file","subnet":"10.224/x""#,
+        )),
+        case("ipAddress not an IP", 7, "ipam.ipAddress").stdin(ipam_conf(
+            "0.3.0",
+            r#","environment":"file","ipAddress":"ten""#,
+        )),
+        case(
+            "requested address outside the pool",
+            100,
+            "Address not found",
+        )
+        .stdin(ipam_conf(
+            "0.3.0",
+            r#","environment":"file","ipAddress":"192.168.7.7""#,
+        )),
+        case(
+            "requested address owned by another container",
+            100,
+            "Address already in use",
+        )
+        .stdin(ipam_conf(
+            "0.3.0",
+            r#","environment":"file","ipAddress":"10.224.0.5""#,
+        ))
+        .state(State::Bytes(FULL_STATE.into())),
+        case("pool exhausted", 100, "No available addresses")
+            .state(State::Bytes(FULL_STATE.into())),
+        case("unknown pool requested", 100, "not found").stdin(ipam_conf(
+            "0.3.0",
+            r#","environment":"file","subnet":"10.9.0.0/16""#,
+        )),
+        case("corrupt state file", 11, "corrupt").state(State::Bytes(b"\x00garbage{".to_vec())),
+        case("truncated state file", 11, "corrupt").state(State::Bytes(truncated)),
+        case("whitespace-only state file", 11, "corrupt").state(State::Bytes(b"  \n\t ".to_vec())),
+        case("state file of the wrong shape", 11, "corrupt")
+            .state(State::Bytes(br#"{"IPAM":{"AddressSpaces":[1]}}"#.to_vec())),
+        case("DEL with a corrupt state file", 11, "corrupt")
+            .env("CNI_COMMAND", Some("DEL"))
+            .state(State::Bytes(b"{{{".to_vec())),
+        case("state file is a symlink", 5, "symlink").state(State::Symlink),
+        case("interfaces file missing", 100, "interfaces file").env(
+            "AZURE_VNET_INTERFACES_FILE",
+            Some("/nonexistent/interfaces.json"),
+        ),
+        case("interfaces file is garbage", 100, "invalid interfaces file")
+            .env("AZURE_VNET_INTERFACES_FILE", Some("/proc/self/status")),
+        case("CHECK at 0.3.0", 1, "CHECK").env("CNI_COMMAND", Some("CHECK")),
+        case("GC before 1.1.0", 1, "GC")
+            .env("CNI_COMMAND", Some("GC"))
+            .stdin(ipam_conf("1.0.0", "")),
+        case("GC without valid-attachments", 7, "valid-attachments")
+            .env("CNI_COMMAND", Some("GC"))
+            .stdin(ipam_conf("1.1.0", "")),
+        case(
+            "store lock held by someone else",
+            11,
+            "timed out locking store",
+        )
+        .locked(),
+    ]
+}
+
+fn run_cases(tb: &Testbed, bin: &Path, cases: Vec<Case>) {
+    let base_ifjson = tb.interfaces_file("a");
+    let mut failures = Vec::new();
+    for (i, c) in cases.into_iter().enumerate() {
+        let run = TempDir::new("bad");
+        let state_path = run.join("azure-vnet-ipam.json");
+        match &c.state {
+            State::None => {}
+            State::Bytes(b) => std::fs::write(&state_path, b).unwrap(),
+            State::Symlink => {
+                std::fs::write(run.join("real.json"), FULL_STATE).unwrap();
+                std::os::unix::fs::symlink(run.join("real.json"), &state_path).unwrap();
+            }
+        }
+        let _lock = c.hold_lock.then(|| {
+            azure_vnet_cni::store::lock::acquire(
+                &run.join("azure-vnet/azure-vnet-ipam.lock"),
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        });
+        let mut env = with(
+            tb.env("a"),
+            &cni_env("ADD", &format!("bad-{i}"), "/var/run/netns/bad", "eth0"),
+        );
+        env = with(
+            env,
+            &[
+                (
+                    "AZURE_VNET_RUN_DIR".into(),
+                    run.path().display().to_string(),
+                ),
+                (
+                    "AZURE_VNET_INTERFACES_FILE".into(),
+                    base_ifjson.display().to_string(),
+                ),
+                ("AZURE_VNET_LOCK_TIMEOUT_MS".into(), "200".into()),
+            ],
+        );
+        for (k, v) in &c.env {
+            env.retain(|(ek, _)| ek != k);
+            if let Some(v) = v {
+                env.push((k.to_string(), v.clone()));
+            }
+        }
+        let before = snapshot(run.path());
+        let out = run_plugin(Some(&tb.node("a")), bin, &env, &c.stdin);
+        let after = snapshot(run.path());
+        let verdict = (|| -> Result<(), String> {
+            if out.code != 1 {
+                return Err(format!("exit {} (stdout {:?})", out.code, out.stdout));
+            }
+            let v: serde_json::Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| format!("stdout not JSON: {e}: {:?}", out.stdout))?;
+            if v["code"] != c.code {
+                return Err(format!("code {} != {}: {v}", v["code"], c.code));
+            }
+            let msg = v["msg"].as_str().unwrap_or("");
+            if !msg.contains(c.words) {
+                return Err(format!("msg lacks {:?}: {msg}", c.words));
+            }
+            if v["cniVersion"].as_str().is_none() {
+                return Err(format!("no cniVersion: {v}"));
+            }
+            if before != after {
+                return Err(format!(
+                    "run dir changed: {:?} -> {:?}",
+                    before.keys(),
+                    after.keys()
+                ));
+            }
+            if out.stderr.contains("panicked") {
+                return Err(format!("panicked: {}", out.stderr));
+            }
+            Ok(())
+        })();
+        if let Err(e) = verdict {
+            failures.push(format!("{}: {e}", c.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn azure_vnet_ipam_bad_input_table() {
+    let tb = Testbed::up(2);
+    let cases = ipam_cases();
+    assert!(cases.len() >= 20);
+    run_cases(&tb, &ipam_bin(), cases);
+}
