@@ -8,12 +8,16 @@
 //! - [`settings`], [`logging`]: overrides and JSON-lines logs shared by both plugins.
 
 pub mod cni;
+pub mod datapath;
+pub mod delegate;
 pub mod encoding;
 pub mod error;
 pub mod ipam;
 pub mod logging;
 pub mod netlink;
 pub mod netns;
+pub mod network;
+pub mod rollback;
 pub mod settings;
 pub mod store;
 pub mod sysctl;

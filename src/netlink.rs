@@ -368,6 +368,16 @@ impl Netlink {
         .map_err(|e| e.context(format!("add route {}", describe_route(r))))
     }
 
+    /// Add, or replace a route to the same destination (the host `/32` route: the address is
+    /// ours now, so a stale route left by an earlier owner must point at the new veth).
+    pub fn replace_route(&self, r: &Route) -> Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewRoute(Self::route_message(r)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map_err(|e| e.context(format!("replace route {}", describe_route(r))))
+    }
+
     pub fn del_route(&self, r: &Route) -> Result<()> {
         self.ack(RouteNetlinkMessage::DelRoute(Self::route_message(r)), 0)
             .map_err(|e| e.context(format!("delete route {}", describe_route(r))))

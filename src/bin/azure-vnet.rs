@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    azure_vnet_cni::run_plugin(&azure_vnet_cni::network::plugin::NetworkPlugin)
+}

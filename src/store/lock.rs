@@ -89,6 +89,15 @@ pub fn acquire(path: &Path, timeout: Duration) -> Result<LockGuard> {
     }
 }
 
+/// Take the lock only if it is free right now (GC skips what an ADD is working on).
+pub fn try_acquire(path: &Path) -> Result<Option<LockGuard>> {
+    let file = open_lock_file(path)?;
+    Ok(file.try_lock_exclusive().ok().map(|_| LockGuard {
+        _file: file,
+        path: path.to_path_buf(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,286 @@
+//! The transparent-mode datapath (spec B.3.3-B.3.4), step by step, plus its verification
+//! (CHECK) and teardown. The plugin composes these steps under its rollback guard.
+//!
+//! After ADD, host namespace: `azvX` veth (MAC aa:aa:aa:aa:aa:aa, MTU of the master, up,
+//! proxy_arp=1, accept_ra=0) and `<podIP>/32 dev azvX proto static`. Pod namespace: CNI_IFNAME
+//! (was `azvX2`) up with `<podIP>/<pool prefix>`, the kernel subnet route removed,
+//! `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1`, and neighbour 169.254.1.1 ->
+//! aa:aa:aa:aa:aa:aa (NUD_PROBE, as upstream: the host veth's proxy ARP answers re-probes).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::neighbour::NeighbourState;
+use netlink_packet_route::route::{RouteProtocol, RouteScope};
+
+use crate::encoding::mac_to_string;
+use crate::error::{internal, Result};
+use crate::netlink::{Link, Netlink, Route, VethSpec, RT_TABLE_MAIN};
+use crate::netns::Netns;
+use crate::sysctl;
+
+/// The pod's virtual gateway: never on the wire; the host veth answers ARP for it.
+pub const VIRTUAL_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// Every host veth has this MAC (upstream), which the pod's static neighbour entry names.
+pub const HOST_VETH_MAC: [u8; 6] = [0xaa; 6];
+
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub host_veth: &'a str,
+    pub container_veth: &'a str,
+    pub ifname: &'a str,
+    /// The pod's address with the pool prefix (`10.224.0.17/16`).
+    pub address: IpNetwork,
+    pub mtu: u32,
+}
+
+/// The node must forward for transparent mode to work at all (spec A.3.11). Returns whether
+/// it had to be turned on.
+pub fn ensure_ip_forward() -> Result<bool> {
+    if sysctl::read("net/ipv4/ip_forward")? == "1" {
+        return Ok(false);
+    }
+    sysctl::write("net/ipv4/ip_forward", "1")?;
+    Ok(true)
+}
+
+/// One RTM_NEWLINK: host end named, MAC'd, sized and up; the peer born inside the pod under its
+/// temporary name. Returns the host end's ifindex.
+pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<u32> {
+    host.create_veth(&VethSpec {
+        name: plan.host_veth,
+        mac: Some(HOST_VETH_MAC),
+        mtu: Some(plan.mtu),
+        up: true,
+        peer_name: plan.container_veth,
+        peer_mtu: Some(plan.mtu),
+        peer_netns: Some(pod.raw_fd()),
+    })?;
+    host.link_by_name(plan.host_veth)?
+        .map(|l| l.index)
+        .ok_or_else(|| {
+            internal(format!(
+                "veth {} vanished right after creation",
+                plan.host_veth
+            ))
+        })
+}
+
+fn host_route(ip: IpAddr, index: u32) -> Result<Route> {
+    let dst = IpNetwork::new(ip, if ip.is_ipv4() { 32 } else { 128 })
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(Route::new(dst, None, index, RouteScope::Universe))
+}
+
+/// Host side: accept_ra=0 and proxy_arp=1 on the host veth, and the pod's host route.
+pub fn configure_host(host: &Netlink, plan: &Plan, index: u32) -> Result<()> {
+    sysctl::write_if_exists(&format!("net/ipv6/conf/{}/accept_ra", plan.host_veth), "0")?;
+    sysctl::write(&format!("net/ipv4/conf/{}/proxy_arp", plan.host_veth), "1")?;
+    host.replace_route(&host_route(plan.address.ip(), index)?)
+}
+
+/// Pod side, on a thread inside the pod's namespace. Returns the pod interface's MAC.
+pub fn configure_pod(pod: &Netns, plan: &Plan) -> Result<[u8; 6]> {
+    pod.run(|| {
+        let nl = Netlink::connect()?;
+        let link = nl.link_by_name(plan.container_veth)?.ok_or_else(|| {
+            internal(format!("{} did not arrive in the pod", plan.container_veth))
+        })?;
+        let idx = link.index;
+        // Before the link comes up, as upstream does: no router advertisements on eth0.
+        sysctl::write_if_exists(
+            &format!("net/ipv6/conf/{}/accept_ra", plan.container_veth),
+            "0",
+        )?;
+        nl.set_link(idx, Some(plan.ifname), Some(true), None)
+            .map_err(|e| {
+                e.context(format!(
+                    "rename {} to {} in the pod",
+                    plan.container_veth, plan.ifname
+                ))
+            })?;
+        nl.add_address(idx, plan.address)?;
+        // The kernel adds `<subnet> dev eth0 proto kernel` with the address; transparent mode
+        // sends everything, same subnet included, to the host, so it goes (upstream: fatal).
+        if let Some(subnet) = subnet_route(plan.address, idx) {
+            nl.del_route(&subnet)?;
+        }
+        let gw = IpAddr::V4(VIRTUAL_GATEWAY);
+        nl.add_route(&Route::new(
+            IpNetwork::new(gw, 32).map_err(|e| internal(e.to_string()))?,
+            None,
+            idx,
+            RouteScope::Link,
+        ))?;
+        nl.add_route(&Route::new(
+            IpNetwork::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+                .map_err(|e| internal(e.to_string()))?,
+            Some(gw),
+            idx,
+            RouteScope::Universe,
+        ))?;
+        nl.set_neighbour(idx, gw, HOST_VETH_MAC, NeighbourState::Probe)?;
+        link.mac
+            .ok_or_else(|| internal(format!("{} has no MAC", plan.container_veth)))
+    })
+}
+
+/// The route the kernel creates for an address (none for a /32).
+fn subnet_route(address: IpNetwork, index: u32) -> Option<Route> {
+    if address.prefix() == 32 {
+        return None;
+    }
+    let subnet = IpNetwork::new(address.network(), address.prefix()).ok()?;
+    Some(Route {
+        dst: subnet,
+        gw: None,
+        oif: Some(index),
+        scope: RouteScope::Link,
+        protocol: RouteProtocol::Kernel,
+        table: RT_TABLE_MAIN,
+    })
+}
+
+/// Remove a pod's host routes, if the veth still exists. Missing routes are not an error.
+pub fn remove_host_routes(host: &Netlink, host_veth: &str, ips: &[IpAddr]) -> Result<()> {
+    let Some(link) = host.link_by_name(host_veth)? else {
+        return Ok(());
+    };
+    for ip in ips {
+        match host.del_route(&host_route(*ip, link.index)?) {
+            Ok(()) => {}
+            Err(e) if e.is_errno(nix::libc::ESRCH) || e.is_errno(nix::libc::ENODEV) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What CHECK compares the kernel against.
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    pub host_veth: &'a str,
+    pub ifname: &'a str,
+    pub address: IpNetwork,
+    pub pod_mac: Option<[u8; 6]>,
+}
+
+/// Every way the datapath differs from what ADD built, in words. Empty means intact.
+pub fn verify(host: &Netlink, pod: &Netns, exp: &Expected) -> Result<Vec<String>> {
+    let mut diffs = Vec::new();
+    let host_link = host.link_by_name(exp.host_veth)?;
+    match &host_link {
+        None => diffs.push(format!("host veth {} is missing", exp.host_veth)),
+        Some(l) => {
+            check_link(&mut diffs, "host veth", l, Some(HOST_VETH_MAC));
+            match sysctl::read(&format!("net/ipv4/conf/{}/proxy_arp", exp.host_veth)) {
+                Ok(v) if v == "1" => {}
+                Ok(v) => diffs.push(format!("proxy_arp on {} is {v}, want 1", exp.host_veth)),
+                Err(e) => diffs.push(e.msg().to_string()),
+            }
+            let want = host_route(exp.address.ip(), l.index)?;
+            let routes = host.routes(exp.address.is_ipv4())?;
+            if !routes
+                .iter()
+                .any(|r| r.dst == want.dst && r.oif == want.oif && r.gw.is_none())
+            {
+                diffs.push(format!(
+                    "host route {} dev {} is missing",
+                    want.dst, exp.host_veth
+                ));
+            }
+        }
+    }
+    let host_index = host_link.as_ref().map(|l| l.index);
+    let pod_diffs = pod.run(|| {
+        let mut d = Vec::new();
+        let nl = Netlink::connect()?;
+        let Some(l) = nl.link_by_name(exp.ifname)? else {
+            d.push(format!("{} is missing in the pod", exp.ifname));
+            return Ok(d);
+        };
+        check_link(&mut d, "pod interface", &l, exp.pod_mac);
+        if host_index.is_some() && l.peer_index != host_index {
+            d.push(format!(
+                "{} in the pod is not the peer of {}",
+                exp.ifname, exp.host_veth
+            ));
+        }
+        if !nl
+            .addresses()?
+            .iter()
+            .any(|a| a.index == l.index && a.net == exp.address)
+        {
+            d.push(format!(
+                "address {} is missing on {} in the pod",
+                exp.address, exp.ifname
+            ));
+        }
+        let routes = nl.routes(true)?;
+        let gw = IpAddr::V4(VIRTUAL_GATEWAY);
+        let has = |dst: &str, via: Option<IpAddr>, scope: RouteScope| {
+            routes.iter().any(|r| {
+                r.dst.to_string() == dst
+                    && r.gw == via
+                    && r.oif == Some(l.index)
+                    && r.scope == scope
+            })
+        };
+        if !has("169.254.1.1/32", None, RouteScope::Link) {
+            d.push(format!(
+                "route 169.254.1.1 dev {} scope link is missing in the pod",
+                exp.ifname
+            ));
+        }
+        if !has("0.0.0.0/0", Some(gw), RouteScope::Universe) {
+            d.push(format!(
+                "route default via 169.254.1.1 dev {} is missing in the pod",
+                exp.ifname
+            ));
+        }
+        if let Some(subnet) = subnet_route(exp.address, l.index) {
+            if routes
+                .iter()
+                .any(|r| r.dst == subnet.dst && r.oif == Some(l.index))
+            {
+                d.push(format!(
+                    "subnet route {} dev {} is back in the pod",
+                    subnet.dst, exp.ifname
+                ));
+            }
+        }
+        let neigh = nl.neighbours(l.index)?;
+        match neigh.iter().find(|n| n.ip == gw) {
+            None => d.push("neighbour 169.254.1.1 is missing in the pod".to_string()),
+            Some(n) if n.mac != Some(HOST_VETH_MAC) => d.push(format!(
+                "neighbour 169.254.1.1 is {}, want aa:aa:aa:aa:aa:aa",
+                n.mac
+                    .map(|m| mac_to_string(&m))
+                    .unwrap_or_else(|| "incomplete".into())
+            )),
+            Some(_) => {}
+        }
+        Ok(d)
+    })?;
+    diffs.extend(pod_diffs);
+    Ok(diffs)
+}
+
+fn check_link(diffs: &mut Vec<String>, what: &str, l: &Link, mac: Option<[u8; 6]>) {
+    if l.kind.as_deref() != Some("veth") {
+        diffs.push(format!("{what} {} is not a veth", l.name));
+    }
+    if !l.up {
+        diffs.push(format!("{what} {} is down", l.name));
+    }
+    if let Some(want) = mac {
+        if l.mac != Some(want) {
+            diffs.push(format!(
+                "{what} {} has MAC {}, want {}",
+                l.name,
+                l.mac.map(|m| mac_to_string(&m)).unwrap_or_default(),
+                mac_to_string(&want)
+            ));
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Exec delegation to another CNI plugin (the IPAM plugin) through CNI_PATH, as libcni's
+//! `invoke.DelegateAdd/Del` do: same environment with CNI_COMMAND overridden, the network
+//! config on stdin, the result or a CNI error on stdout.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+
+use serde::Deserialize;
+
+use crate::cni::env::Command;
+use crate::error::{Code, Error, Result};
+
+/// Find `plugin` in the CNI_PATH directories.
+pub fn find_plugin(plugin: &str, path: &[PathBuf]) -> Result<PathBuf> {
+    if plugin.is_empty() || plugin.contains('/') || plugin == "." || plugin == ".." {
+        return Err(Error::new(
+            Code::InvalidConfig,
+            format!("invalid plugin type {plugin:?}"),
+        ));
+    }
+    path.iter()
+        .map(|d| d.join(plugin))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| {
+            Error::new(
+                Code::Runtime,
+                format!("failed to find plugin {plugin:?} in path {path:?}"),
+            )
+        })
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[derive(Deserialize)]
+struct PluginError {
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    details: String,
+}
+
+fn code_from_cni(code: u32) -> Code {
+    match code {
+        1 => Code::IncompatibleVersion,
+        2 => Code::UnsupportedField,
+        3 => Code::UnknownContainer,
+        4 => Code::InvalidEnv,
+        5 => Code::Io,
+        6 => Code::Decode,
+        7 => Code::InvalidConfig,
+        11 => Code::TryAgainLater,
+        50 => Code::NotAvailable,
+        51 => Code::LimitedConnectivity,
+        999 => Code::Internal,
+        _ => Code::Runtime,
+    }
+}
+
+/// Run `plugin` for `command`. Returns its stdout on success. A failure keeps the delegate's
+/// CNI code (so a lock timeout stays "try again", exhaustion stays 100) and its message.
+pub fn exec(
+    plugin: &str,
+    command: Command,
+    stdin: &[u8],
+    vars: &HashMap<String, String>,
+    cni_path: &[PathBuf],
+) -> Result<Vec<u8>> {
+    let bin = find_plugin(plugin, cni_path)?;
+    let mut child = Process::new(&bin)
+        .env_clear()
+        .envs(vars)
+        .env("CNI_COMMAND", command.as_str())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::os(Code::Runtime, &e).context(format!("exec {}", bin.display())))?;
+    if let Some(mut si) = child.stdin.take() {
+        // A plugin that exits before reading stdin closes the pipe: its own error explains.
+        let _ = si.write_all(stdin);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display())))?;
+    if out.status.success() {
+        return Ok(out.stdout);
+    }
+    let what = format!("{plugin} {}", command.as_str());
+    match serde_json::from_slice::<PluginError>(&out.stdout) {
+        Ok(e) if !e.msg.is_empty() => {
+            let mut err = Error::new(code_from_cni(e.code), format!("{what}: {}", e.msg));
+            if !e.details.is_empty() {
+                err = err.with_details(e.details);
+            }
+            Err(err)
+        }
+        _ => Err(Error::new(
+            Code::Runtime,
+            format!(
+                "{what} failed ({}) without a CNI error: {:?}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_lookup_refuses_paths() {
+        for bad in ["", "../bin/sh", "/bin/sh", ".", ".."] {
+            assert_eq!(
+                find_plugin(bad, &[PathBuf::from("/bin")])
+                    .unwrap_err()
+                    .code(),
+                Code::InvalidConfig
+            );
+        }
+        let e = find_plugin("no-such-plugin-here", &[PathBuf::from("/nonexistent")]).unwrap_err();
+        assert_eq!(e.code(), Code::Runtime);
+        assert!(e.msg().contains("failed to find plugin"));
+        assert_eq!(
+            find_plugin(
+                "sh",
+                &[PathBuf::from("/nonexistent"), PathBuf::from("/bin")]
+            )
+            .unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+    }
+
+    #[test]
+    fn delegate_errors_keep_their_code() {
+        let dir = std::env::temp_dir().join(format!("azv-deleg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("fake-ipam");
+        std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\necho '{\"code\":11,\"msg\":\"timed out locking store\"}'\nexit 1\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let garbage = dir.join("garbage-ipam");
+        std::fs::write(&garbage, "#!/bin/sh\necho not json\nexit 3\n").unwrap();
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ok = dir.join("ok-ipam");
+        std::fs::write(&ok, "#!/bin/sh\n[ \"$CNI_COMMAND\" = DEL ] && cat\n").unwrap();
+        std::fs::set_permissions(&ok, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = vec![dir.clone()];
+        let vars = HashMap::new();
+
+        let e = exec("fake-ipam", Command::Add, b"{}", &vars, &path).unwrap_err();
+        assert_eq!(e.code(), Code::TryAgainLater);
+        assert_eq!(e.msg(), "fake-ipam ADD: timed out locking store");
+        let e = exec("garbage-ipam", Command::Add, b"{}", &vars, &path).unwrap_err();
+        assert_eq!(e.code(), Code::Runtime);
+        assert!(e.msg().contains("without a CNI error"), "{e}");
+        assert_eq!(
+            exec("ok-ipam", Command::Del, b"{\"x\":1}", &vars, &path).unwrap(),
+            b"{\"x\":1}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
