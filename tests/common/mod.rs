@@ -474,3 +474,122 @@ pub fn ipam_conf(version: &str, ipam_extra: &str) -> String {
         r#"{{"cniVersion":"{version}","name":"azure","type":"azure-vnet","ipam":{{"type":"azure-vnet-ipam"{ipam_extra}}}}}"#
     )
 }
+
+/// A process started inside a namespace (an HTTP server in a pod), killed on Drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// busybox httpd on `port` in namespace `ns`, serving `body` at /index.html.
+pub fn http_server(ns: &str, port: u16, body: &str, dir: &TempDir) -> Bg {
+    let root = dir.join(&unique("www"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), body).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+        ])
+        .arg(&root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it listens.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let out = ns_exec(ns, &["ss", "-ltnH"]);
+        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Bg(child)
+}
+
+/// HTTP GET from inside `ns` with curl; the body, or panic.
+pub fn http_get(ns: &str, url: &str) -> String {
+    ns_sh(ns, &["curl", "-sS", "--max-time", "5", url])
+}
+
+pub fn ping(ns: &str, ip: &str) {
+    ns_sh(ns, &["ping", "-c1", "-W2", ip]);
+}
+
+/// kubelet's CNI_ARGS for pod `<namespace>/<name>`.
+pub fn kubelet_args(namespace: &str, name: &str, cid: &str) -> (String, String) {
+    (
+        "CNI_ARGS".into(),
+        format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};K8S_POD_INFRA_CONTAINER_ID={cid}"),
+    )
+}
+
+pub fn vnet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet"))
+}
+
+/// azure-vnet's host veth name for a key (`<ns>.<pod>`, or `<cid>.<ifname>`).
+pub fn host_veth(key: &str) -> String {
+    azure_vnet_cni::network::names::host_veth_name(key)
+}
+
+/// Wait until `cond` holds (kernel work that finishes asynchronously, e.g. netns teardown).
+pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Names of links in namespace `ns`.
+pub fn links(ns: &str) -> Vec<String> {
+    ns_sh(ns, &["ip", "-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+pub fn routes(ns: &str) -> String {
+    ns_sh(ns, &["ip", "-4", "route", "show"])
+}
+
+pub fn vnet_state(tb: &Testbed, n: &str) -> Value {
+    let p = tb.run_dir(n).join("azure-vnet.json");
+    if p.exists() {
+        read_json(&p)
+    } else {
+        Value::Null
+    }
+}
+
+/// All endpoint records of network `net` in an azure-vnet.json document.
+pub fn endpoints(state: &Value, net: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    if let Some(exts) = state["Network"]["ExternalInterfaces"].as_object() {
+        for ext in exts.values() {
+            if let Some(eps) = ext["Networks"][net]["Endpoints"].as_object() {
+                for (k, v) in eps {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out
+}
