@@ -390,12 +390,14 @@ impl Plugin for NetworkPlugin {
     fn add(&self, req: &Request) -> Result<CniResult> {
         match req.conf.conf.mode.as_deref() {
             Some("transparent") => {}
-            other => return Err(Error::new(
-                Code::UnsupportedField,
-                format!(
+            other => {
+                return Err(Error::new(
+                    Code::UnsupportedField,
+                    format!(
                     "mode {other:?} is not supported: this plugin implements \"transparent\" only"
                 ),
-            )),
+                ))
+            }
         }
         req.env.args.check_known(&KNOWN_ARGS)?;
         req.conf.ipam()?;

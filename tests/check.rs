@@ -1,0 +1,195 @@
+//! CHECK verifies the real datapath (spec A.3.6): through cnitool with a 1.0.0 copy of the seed
+//! conflist, it passes on a good pod and fails, naming the cause, once something is broken.
+
+mod common;
+use common::*;
+
+fn check(
+    tb: &Testbed,
+    netconf: &std::path::Path,
+    path: &std::path::Path,
+    env: &[(String, String)],
+) -> PluginOut {
+    cnitool_run(&tb.node("a"), netconf, "check", "azure", path, env)
+}
+
+#[test]
+fn check_passes_on_a_good_pod_and_names_what_broke() {
+    let tb = Testbed::up(30);
+    let ws = Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), "ok");
+    let netconf = netconf_dir(&tb.dir, "azure-1.0.0.conflist");
+    let (ns, path) = tb.pod("chk");
+    let cid = cnitool_container_id(&path);
+    let env = with(
+        tb.env("a"),
+        &[
+            ("AZURE_VNET_WIRESERVER_URL".into(), ws.url.clone()),
+            kubelet_args("default", "chk", &cid),
+        ],
+    );
+    let res = cnitool_run(&tb.node("a"), &netconf, "add", "azure", &path, &env).ok();
+    assert_eq!(res["cniVersion"], "1.0.0");
+    let ip = res["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/16")
+        .to_string();
+    let hv = host_veth("default.chk");
+
+    let ok = check(&tb, &netconf, &path, &env);
+    assert_eq!(
+        ok.code, 0,
+        "CHECK on a good pod: {} {}",
+        ok.stdout, ok.stderr
+    );
+
+    // Each breakage, done by hand, and the words CHECK must use; then repaired.
+    let node = tb.node("a");
+    let pa_off = format!("net.ipv4.conf.{hv}.proxy_arp=0");
+    let pa_on = format!("net.ipv4.conf.{hv}.proxy_arp=1");
+    let addr = format!("{ip}/16");
+    let cases: Vec<(Vec<&str>, &str, Vec<&str>)> = vec![
+        (
+            vec!["ip", "netns", "exec", &ns, "ip", "route", "del", "default"],
+            "route default via 169.254.1.1 dev eth0 is missing in the pod",
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                "169.254.1.1",
+                "dev",
+                "eth0",
+                "proto",
+                "static",
+            ],
+        ),
+        (
+            vec!["ip", "-n", &node, "route", "del", &ip, "dev", &hv],
+            "host route",
+            vec![
+                "ip", "-n", &node, "route", "add", &ip, "dev", &hv, "proto", "static",
+            ],
+        ),
+        (
+            vec!["ip", "netns", "exec", &node, "sysctl", "-qw", &pa_off],
+            "proxy_arp",
+            vec!["ip", "netns", "exec", &node, "sysctl", "-qw", &pa_on],
+        ),
+        (
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "add",
+                "10.224.0.0/16",
+                "dev",
+                "eth0",
+            ],
+            "subnet route 10.224.0.0/16 dev eth0 is back",
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "del",
+                "10.224.0.0/16",
+                "dev",
+                "eth0",
+            ],
+        ),
+        (
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "neigh",
+                "replace",
+                "169.254.1.1",
+                "lladdr",
+                "02:00:00:00:00:01",
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+            "neighbour 169.254.1.1 is 02:00:00:00:00:01",
+            vec![
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "neigh",
+                "replace",
+                "169.254.1.1",
+                "lladdr",
+                "aa:aa:aa:aa:aa:aa",
+                "dev",
+                "eth0",
+                "nud",
+                "probe",
+            ],
+        ),
+        (
+            vec![
+                "ip", "netns", "exec", &ns, "ip", "addr", "del", &addr, "dev", "eth0",
+            ],
+            "address",
+            vec!["true"],
+        ),
+    ];
+    for (breakit, words, repair) in &cases {
+        sh(breakit);
+        let out = check(&tb, &netconf, &path, &env);
+        assert_ne!(out.code, 0, "CHECK must fail after {breakit:?}");
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            text.contains(words),
+            "after {breakit:?}, CHECK said: {text}"
+        );
+        sh(repair);
+        if *repair != vec!["true"] {
+            let again = check(&tb, &netconf, &path, &env);
+            assert_eq!(
+                again.code, 0,
+                "repaired {breakit:?}, CHECK still fails: {} {}",
+                again.stdout, again.stderr
+            );
+        }
+    }
+
+    cnitool_run(&tb.node("a"), &netconf, "del", "azure", &path, &env).ok();
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+}
+
+#[test]
+fn check_of_an_unknown_container_fails() {
+    let tb = Testbed::up(5);
+    let (_, path) = tb.pod("none");
+    let env = with(
+        tb.env("a"),
+        &cni_env("CHECK", "never-added", &path.display().to_string(), "eth0"),
+    );
+    let conf = r#"{"cniVersion":"1.0.0","name":"azure","type":"azure-vnet","mode":"transparent","ipam":{"type":"azure-vnet-ipam"}}"#;
+    let e = run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no endpoint for container never-added"),
+        "{e}"
+    );
+}
