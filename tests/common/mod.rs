@@ -593,3 +593,52 @@ pub fn endpoints(state: &Value, net: &str) -> BTreeMap<String, Value> {
     }
     out
 }
+
+/// The seed's azure-vnet entry at 1.1.0 (so GC/STATUS are allowed), on the file source.
+pub const VNET_CONF: &str = r#"{"cniVersion":"1.1.0","name":"azure","type":"azure-vnet","mode":"transparent","ipsToRouteViaHost":["169.254.20.10"],"ipam":{"type":"azure-vnet-ipam","environment":"file"}}"#;
+
+/// Run azure-vnet in node `n` for container `cid` in `netns`, with optional pod identity.
+pub fn vnet_call(
+    tb: &Testbed,
+    n: &str,
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    pod: Option<&str>,
+    conf: &str,
+) -> PluginOut {
+    let mut env = with(tb.env(n), &cni_env(cmd, cid, netns, "eth0"));
+    if let Some(pod) = pod {
+        env.push(kubelet_args("default", pod, cid));
+    }
+    run_plugin(Some(&tb.node(n)), &vnet_bin(), &env, conf.as_bytes())
+}
+
+/// Everything a failed or repeated operation must leave as it was on a node and in a pod.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub node_links: Vec<String>,
+    pub node_routes: String,
+    pub vnet_state: Option<Vec<u8>>,
+    pub ips_in_use: BTreeMap<String, String>,
+    pub pod_links: Vec<String>,
+}
+
+pub fn snapshot(tb: &Testbed, n: &str, pod_ns: &str) -> Snapshot {
+    let mut node_links = links(&tb.node(n));
+    node_links.sort();
+    let mut pod_links = links(pod_ns);
+    pod_links.sort();
+    let ipam = tb.run_dir(n).join("azure-vnet-ipam.json");
+    Snapshot {
+        node_links,
+        node_routes: routes(&tb.node(n)),
+        vnet_state: std::fs::read(tb.run_dir(n).join("azure-vnet.json")).ok(),
+        ips_in_use: if ipam.exists() {
+            ips_in_use(&read_json(&ipam))
+        } else {
+            BTreeMap::new()
+        },
+        pod_links,
+    }
+}

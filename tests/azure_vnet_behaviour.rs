@@ -1,0 +1,593 @@
+//! azure-vnet's deliberate improvements over upstream (spec A.3), each shown on the testbed.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn works_without_pod_identity_like_ctr_and_del_with_empty_netns() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("ctr");
+    // containerd's `ctr run --cni`: no K8S_POD_* args, container ID `<namespace>-<id>`.
+    let r = vnet_call(&tb, "a", "ADD", "default-web1", &p(&path), None, VNET_CONF).ok();
+    let hv = host_veth("default-web1.eth0");
+    assert_eq!(r["interfaces"][0]["name"], hv.as_str());
+    ping(&ns, NODE_A_IP);
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    let ep = &eps["default--eth0"];
+    assert_eq!(ep["ContainerID"], "default-web1");
+    assert!(
+        ep.get("PODName").is_none() && ep.get("PODNameSpace").is_none(),
+        "omitted like upstream's omitempty"
+    );
+    // containerd sends DEL with CNI_NETNS="".
+    vnet_call(&tb, "a", "DEL", "default-web1", "", None, VNET_CONF).ok();
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+}
+
+#[test]
+fn repeated_add_returns_the_same_result_and_leaves_the_pod_alone() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("again");
+    let first = vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-again",
+        &p(&path),
+        Some("again"),
+        VNET_CONF,
+    )
+    .ok();
+    let before = snapshot(&tb, "a", &ns);
+    let pod_before = ns_sh(&ns, &["ip", "-d", "-o", "link", "show", "eth0"]);
+    let second = vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-again",
+        &p(&path),
+        Some("again"),
+        VNET_CONF,
+    )
+    .ok();
+    assert_eq!(first, second, "the same result");
+    assert_eq!(
+        before,
+        snapshot(&tb, "a", &ns),
+        "nothing changed: links, routes, records, IPs"
+    );
+    assert_eq!(
+        pod_before,
+        ns_sh(&ns, &["ip", "-d", "-o", "link", "show", "eth0"]),
+        "same interface (ifindex, MAC)"
+    );
+    ping(&ns, NODE_A_IP);
+    // Also at another version: the cached result converts like a fresh one.
+    let legacy = VNET_CONF.replace("1.1.0", "0.2.0");
+    let r = vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-again",
+        &p(&path),
+        Some("again"),
+        &legacy,
+    )
+    .ok();
+    assert_eq!(r["ip4"]["ip"], first["ips"][0]["address"]);
+}
+
+#[test]
+fn del_is_idempotent_and_succeeds_after_state_loss() {
+    let tb = Testbed::up(10);
+    let run = tb.run_dir("a");
+    let node = tb.node("a");
+    let gone = |hv: &str| !links(&node).iter().any(|l| l == hv);
+
+    // Plain repeat.
+    let (_, p1) = tb.pod("rep");
+    vnet_call(&tb, "a", "ADD", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
+    // The second DEL found no record and removed the veth the first left to the pod's netns.
+    assert!(gone(&host_veth("default.rep")));
+
+    // Both state files lost (say /var/run wiped): DEL still succeeds, and cleans the veth.
+    let (_, p2) = tb.pod("lost");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-lost",
+        &p(&p2),
+        Some("lost"),
+        VNET_CONF,
+    )
+    .ok();
+    std::fs::remove_file(run.join("azure-vnet.json")).unwrap();
+    std::fs::remove_file(run.join("azure-vnet-ipam.json")).unwrap();
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-lost",
+        &p(&p2),
+        Some("lost"),
+        VNET_CONF,
+    )
+    .ok();
+    assert!(gone(&host_veth("default.lost")));
+
+    // Empty (0-byte) state files: the same.
+    let (_, p3) = tb.pod("empty");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-empty",
+        &p(&p3),
+        Some("empty"),
+        VNET_CONF,
+    )
+    .ok();
+    std::fs::write(run.join("azure-vnet.json"), "").unwrap();
+    std::fs::write(run.join("azure-vnet-ipam.json"), "").unwrap();
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-empty",
+        &p(&p3),
+        Some("empty"),
+        VNET_CONF,
+    )
+    .ok();
+
+    // The pod's namespace already gone: DEL releases the IP and the record.
+    let (ns4, p4) = tb.pod("nsgone");
+    let r = vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-nsgone",
+        &p(&p4),
+        Some("nsgone"),
+        VNET_CONF,
+    )
+    .ok();
+    let ip4 = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/16")
+        .to_string();
+    tb.del_pod(&ns4);
+    eventually("the pod's veth goes with its namespace", || {
+        gone(&host_veth("default.nsgone"))
+    });
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-nsgone",
+        &p(&p4),
+        Some("nsgone"),
+        VNET_CONF,
+    )
+    .ok();
+    assert!(!ips_in_use(&tb.ipam_state("a")).contains_key(&ip4));
+    assert!(!endpoints(&vnet_state(&tb, "a"), "azure")
+        .values()
+        .any(|e| e["ContainerID"] == "cid-nsgone"));
+
+    // Empty CNI_NETNS.
+    let (_, p5) = tb.pod("nonetns");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-nonetns",
+        &p(&p5),
+        Some("nonetns"),
+        VNET_CONF,
+    )
+    .ok();
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-nonetns",
+        "",
+        Some("nonetns"),
+        VNET_CONF,
+    )
+    .ok();
+
+    // An ADD interrupted after IPAM and the veth, before the peer reached the pod and before
+    // the record: DEL deletes the veth and releases the IP by container ID.
+    let hv = host_veth("default.broken");
+    let env = with(
+        tb.env("a"),
+        &cni_env("ADD", "cid-broken", "/var/run/netns/x", "eth0"),
+    );
+    run_plugin(Some(&node), &ipam_bin(), &env, VNET_CONF.as_bytes()).ok();
+    sh(&[
+        "ip",
+        "-n",
+        &node,
+        "link",
+        "add",
+        &hv,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{hv}2"),
+    ]);
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-broken",
+        "/var/run/netns/never",
+        Some("broken"),
+        VNET_CONF,
+    )
+    .ok();
+    assert!(gone(&hv) && gone(&format!("{hv}2")));
+
+    assert!(
+        ips_in_use(&tb.ipam_state("a")).is_empty(),
+        "{:?}",
+        ips_in_use(&tb.ipam_state("a"))
+    );
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(!routes(&node).contains("dev azv"), "{}", routes(&node));
+}
+
+#[test]
+fn twenty_parallel_adds_and_dels() {
+    let tb = Arc::new(Testbed::up(30));
+    let pods: Vec<(String, std::path::PathBuf)> =
+        (0..20).map(|i| tb.pod(&format!("par{i}"))).collect();
+    let run_all = |cmd: &'static str| {
+        let handles: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, (_, path))| {
+                let tb = Arc::clone(&tb);
+                let path = p(path);
+                std::thread::spawn(move || {
+                    vnet_call(
+                        &tb,
+                        "a",
+                        cmd,
+                        &format!("cid-par-{i}"),
+                        &path,
+                        Some(&format!("par{i}")),
+                        VNET_CONF,
+                    )
+                    .ok()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let results = run_all("ADD");
+    let ips: BTreeSet<String> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), 20);
+    assert_eq!(endpoints(&vnet_state(&tb, "a"), "azure").len(), 20);
+    for (i, (ns, path)) in pods.iter().enumerate() {
+        vnet_call(
+            &tb,
+            "a",
+            "CHECK",
+            &format!("cid-par-{i}"),
+            &p(path),
+            Some(&format!("par{i}")),
+            VNET_CONF,
+        )
+        .ok();
+        ping(ns, NODE_A_IP);
+    }
+    run_all("DEL");
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+    assert!(!routes(&tb.node("a")).contains("dev azv"));
+}
+
+#[test]
+fn two_adds_racing_for_one_host_veth_name_do_not_corrupt_each_other() {
+    // Two sandboxes of pod default/same (new container ID, same name) start at once.
+    let tb = Arc::new(Testbed::up(10));
+    let (ns1, p1) = tb.pod("same1");
+    let (ns2, p2) = tb.pod("same2");
+    let hv = host_veth("default.same");
+    for round in 0..3 {
+        let handles: Vec<_> = [("cid-s1", p(&p1)), ("cid-s2", p(&p2))]
+            .into_iter()
+            .map(|(cid, path)| {
+                let tb = Arc::clone(&tb);
+                std::thread::spawn(move || {
+                    vnet_call(&tb, "a", "ADD", cid, &path, Some("same"), VNET_CONF)
+                })
+            })
+            .collect();
+        let outs: Vec<PluginOut> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for o in &outs {
+            o.ok();
+        }
+        // Serialised on the veth name: the later one replaced the earlier one's veth, as
+        // upstream does for a new sandbox of the same pod. Exactly one pod is wired.
+        let wired: Vec<&str> = [(&ns1, "cid-s1"), (&ns2, "cid-s2")]
+            .into_iter()
+            .filter(|(ns, _)| links(ns).iter().any(|l| l == "eth0"))
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(wired.len(), 1, "round {round}: {wired:?}");
+        let (winner, winner_path, loser, loser_path) = if wired[0] == "cid-s1" {
+            ("cid-s1", p(&p1), "cid-s2", p(&p2))
+        } else {
+            ("cid-s2", p(&p2), "cid-s1", p(&p1))
+        };
+        assert_eq!(links(&tb.node("a")).iter().filter(|l| **l == hv).count(), 1);
+        vnet_call(
+            &tb,
+            "a",
+            "CHECK",
+            winner,
+            &winner_path,
+            Some("same"),
+            VNET_CONF,
+        )
+        .ok();
+        assert_eq!(
+            ips_in_use(&tb.ipam_state("a")).len(),
+            2,
+            "both hold their IP until their DEL"
+        );
+        // The old sandbox's DEL does not disturb the new one.
+        vnet_call(&tb, "a", "DEL", loser, &loser_path, Some("same"), VNET_CONF).ok();
+        vnet_call(
+            &tb,
+            "a",
+            "CHECK",
+            winner,
+            &winner_path,
+            Some("same"),
+            VNET_CONF,
+        )
+        .ok();
+        vnet_call(
+            &tb,
+            "a",
+            "DEL",
+            winner,
+            &winner_path,
+            Some("same"),
+            VNET_CONF,
+        )
+        .ok();
+        assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+        assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+        // Next round starts from clean pods.
+        for ns in [&ns1, &ns2] {
+            if links(ns).iter().any(|l| l == "eth0") {
+                sh(&["ip", "-n", ns, "link", "del", "eth0"]);
+            }
+        }
+        eventually("no azv left", || {
+            !links(&tb.node("a")).iter().any(|l| l.starts_with("azv"))
+        });
+    }
+}
+
+#[test]
+fn ip_forward_is_checked_and_enabled() {
+    let tb = Testbed::up(5);
+    let node = tb.node("a");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=0",
+    ]);
+    let (ns, path) = tb.pod("fwd");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-fwd",
+        &p(&path),
+        Some("fwd"),
+        VNET_CONF,
+    )
+    .ok();
+    assert_eq!(
+        ns_sh(&node, &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    ping(&ns, "10.224.1.4"); // forwarded through the node to node-b
+    let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    assert!(log.contains("ip_forward was 0"), "{log}");
+}
+
+#[test]
+fn gc_removes_attachments_that_are_not_valid() {
+    let tb = Testbed::up(10);
+    let node = tb.node("a");
+    let pods: Vec<_> = ["g1", "g2", "g3"]
+        .iter()
+        .map(|n| (n.to_string(), tb.pod(n)))
+        .collect();
+    for (name, (_, path)) in &pods {
+        vnet_call(
+            &tb,
+            "a",
+            "ADD",
+            &format!("cid-{name}"),
+            &p(path),
+            Some(name),
+            VNET_CONF,
+        )
+        .ok();
+    }
+    // A leftover of an ADD killed before its record.
+    let orphan = "azvdeadbeef000";
+    sh(&[
+        "ip",
+        "-n",
+        &node,
+        "link",
+        "add",
+        orphan,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "azvdeadbeef0002",
+    ]);
+
+    let gc = |valid: &str| {
+        let conf = VNET_CONF.replacen(
+            '{',
+            &format!(r#"{{"cni.dev/valid-attachments":{valid},"#),
+            1,
+        );
+        let env = with(
+            tb.env("a"),
+            &[
+                ("CNI_COMMAND".into(), "GC".into()),
+                ("CNI_PATH".into(), cni_path()),
+            ],
+        );
+        run_plugin(Some(&node), &vnet_bin(), &env, conf.as_bytes()).ok();
+    };
+    gc(r#"[{"containerID":"cid-g1","ifname":"eth0"}]"#);
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps.values().next().unwrap()["ContainerID"], "cid-g1");
+    let names = links(&node);
+    assert!(names.contains(&host_veth("default.g1")));
+    for gone in [
+        host_veth("default.g2"),
+        host_veth("default.g3"),
+        orphan.to_string(),
+    ] {
+        assert!(!names.contains(&gone), "{gone} should be gone: {names:?}");
+    }
+    let used = ips_in_use(&tb.ipam_state("a"));
+    assert_eq!(used.values().collect::<Vec<_>>(), vec!["cid-g1"]);
+    vnet_call(
+        &tb,
+        "a",
+        "CHECK",
+        "cid-g1",
+        &p(&pods[0].1 .1),
+        Some("g1"),
+        VNET_CONF,
+    )
+    .ok();
+    ping(&pods[0].1 .0, NODE_A_IP);
+
+    gc("[]");
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+    assert!(!links(&node).iter().any(|l| l.starts_with("azv")));
+    assert!(!routes(&node).contains("dev azv"));
+}
+
+#[test]
+fn status_delegates_to_ipam() {
+    let tb = Testbed::up(1);
+    let env = |cmd: &str| {
+        with(
+            tb.env("a"),
+            &[
+                ("CNI_COMMAND".into(), cmd.into()),
+                ("CNI_PATH".into(), cni_path()),
+            ],
+        )
+    };
+    run_plugin(
+        Some(&tb.node("a")),
+        &vnet_bin(),
+        &env("STATUS"),
+        VNET_CONF.as_bytes(),
+    )
+    .ok();
+    let (_, path) = tb.pod("only");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-only",
+        &p(&path),
+        Some("only"),
+        VNET_CONF,
+    )
+    .ok();
+    let e = run_plugin(
+        Some(&tb.node("a")),
+        &vnet_bin(),
+        &env("STATUS"),
+        VNET_CONF.as_bytes(),
+    )
+    .err(50);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("No available addresses"),
+        "{e}"
+    );
+}
+
+#[test]
+fn log_lines_carry_pid_command_container_and_duration() {
+    let tb = Testbed::up(5);
+    let (_, path) = tb.pod("log");
+    let out = vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-log",
+        &p(&path),
+        Some("log"),
+        VNET_CONF,
+    );
+    out.ok();
+    assert!(out.stderr.is_empty(), "nothing on stderr: {}", out.stderr);
+    let text = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["msg"], "done");
+    assert_eq!(last["command"], "ADD");
+    assert_eq!(last["containerID"], "cid-log");
+    assert!(last["pid"].as_u64().unwrap() > 0);
+    assert!(last["durationMs"].as_f64().unwrap() > 0.0);
+    assert!(
+        text.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "every line is JSON"
+    );
+    let ipam_log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
+    assert!(ipam_log.contains("\"containerID\":\"cid-log\""));
+}

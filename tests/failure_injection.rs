@@ -1,0 +1,181 @@
+//! Failure injection without mocks: each ADD fails with the right CNI error JSON and leaves
+//! nothing behind: no link, no route, no record, no IP in use (spec A.3.4).
+
+mod common;
+use common::*;
+
+/// Run a failing ADD and check the node and the pod are exactly as before.
+fn fails_cleanly(
+    tb: &Testbed,
+    pod_ns: &str,
+    netns: &str,
+    cid: &str,
+    pod: &str,
+    conf: &str,
+    code: u64,
+    words: &str,
+) {
+    let before = snapshot(tb, "a", pod_ns);
+    let out = vnet_call(tb, "a", "ADD", cid, netns, Some(pod), conf);
+    let e = out.err(code);
+    assert!(
+        e["msg"].as_str().unwrap().contains(words),
+        "want {words:?} in {e}"
+    );
+    let after = snapshot(tb, "a", pod_ns);
+    assert_eq!(before, after, "the failed ADD left something behind: {e}");
+}
+
+#[test]
+fn ifname_already_taken_in_the_pod_rolls_back_veth_routes_and_ip() {
+    let tb = Testbed::up(30);
+    let (ns, path) = tb.pod("taken");
+    // A veth pair inside the pod holds the name (this kernel has no dummy driver).
+    sh(&[
+        "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
+    // The failure comes at the last kernel step (renaming inside the pod): veth, host route and
+    // IP must all be undone.
+    fails_cleanly(
+        &tb,
+        &ns,
+        &path.display().to_string(),
+        "cid-taken",
+        "taken",
+        VNET_CONF,
+        999,
+        "rename",
+    );
+    let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    assert!(log.contains("rolled back"), "{log}");
+}
+
+#[test]
+fn pool_exhausted() {
+    let tb = Testbed::up(1);
+    let (_, p1) = tb.pod("first");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-first",
+        &p1.display().to_string(),
+        Some("first"),
+        VNET_CONF,
+    )
+    .ok();
+    let (ns, p2) = tb.pod("second");
+    fails_cleanly(
+        &tb,
+        &ns,
+        &p2.display().to_string(),
+        "cid-second",
+        "second",
+        VNET_CONF,
+        100,
+        "No available addresses",
+    );
+}
+
+#[test]
+fn ipam_binary_missing() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("noipam");
+    let conf = VNET_CONF.replace("\"azure-vnet-ipam\"", "\"azure-vnet-ipam-missing\"");
+    fails_cleanly(
+        &tb,
+        &ns,
+        &path.display().to_string(),
+        "cid-noipam",
+        "noipam",
+        &conf,
+        100,
+        "failed to find plugin",
+    );
+}
+
+#[test]
+fn netns_that_is_not_a_namespace() {
+    let tb = Testbed::up(5);
+    let (ns, _) = tb.pod("bystander");
+    let file = tb.dir.join("not-a-netns");
+    std::fs::write(&file, "").unwrap();
+    fails_cleanly(
+        &tb,
+        &ns,
+        &file.display().to_string(),
+        "cid-file",
+        "nsfile",
+        VNET_CONF,
+        999,
+        "is not a network namespace",
+    );
+    fails_cleanly(
+        &tb,
+        &ns,
+        "/proc/self/ns/mnt",
+        "cid-mnt",
+        "nsmnt",
+        VNET_CONF,
+        999,
+        "is not a network namespace",
+    );
+    fails_cleanly(
+        &tb,
+        &ns,
+        "/var/run/netns/does-not-exist-azv",
+        "cid-gone",
+        "nsgone",
+        VNET_CONF,
+        3,
+        "does-not-exist-azv",
+    );
+}
+
+#[test]
+fn host_veth_name_held_by_something_that_is_not_a_veth() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("busy");
+    let hv = host_veth("default.busy");
+    sh(&[
+        "ip",
+        "-n",
+        &tb.node("a"),
+        "link",
+        "add",
+        &hv,
+        "type",
+        "bridge",
+    ]);
+    fails_cleanly(
+        &tb,
+        &ns,
+        &path.display().to_string(),
+        "cid-busy",
+        "busy",
+        VNET_CONF,
+        100,
+        "is not a veth",
+    );
+    assert!(
+        links(&tb.node("a")).contains(&hv),
+        "someone else's interface is never deleted"
+    );
+}
+
+#[test]
+fn unsupported_mode_is_refused_before_anything_happens() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("bridge");
+    let conf = VNET_CONF.replace("\"transparent\"", "\"bridge\"");
+    fails_cleanly(
+        &tb,
+        &ns,
+        &path.display().to_string(),
+        "cid-bridge",
+        "bridge",
+        &conf,
+        2,
+        "transparent",
+    );
+}
