@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: a simulated Azure node in network namespaces, the real cnitool attaching two pods
-# through a conflist, then the ADD results, the state files, and a ping between the pods.
+# through the seed conflist (azure-vnet in transparent mode + azure-vnet-ipam on the wireserver
+# source + the real portmap), then the ADD results, the state files, the datapath, and pings.
 # Everything lives in namespaces it creates and in a temp dir; all of it is removed on exit.
 #
 #   sudo scripts/demo.sh
@@ -27,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-CONFLIST=${CONFLIST:-conflist/ptp-azure-ipam.conflist}
+CONFLIST=${CONFLIST:-conflist/10-azure.conflist}
 NET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONFLIST")
 mkdir -p "$D/net.d" "$D/run" "$D/log" "$D/bin"
 cp "$CONFLIST" "$D/net.d/"
@@ -67,17 +68,20 @@ done
 
 echo "== $AZURE_VNET_RUN_DIR/azure-vnet-ipam.json"
 cat "$D/run/azure-vnet-ipam.json"; echo
-if [ -f "$D/run/azure-vnet.json" ]; then echo "== azure-vnet.json"; cat "$D/run/azure-vnet.json"; echo; fi
+if [ -f "$D/run/azure-vnet.json" ]; then echo "== $AZURE_VNET_RUN_DIR/azure-vnet.json"; cat "$D/run/azure-vnet.json"; echo; fi
 
-echo "== pod1 (${IP[pod1]}): ip addr / ip route"
+echo "== pod1 (${IP[pod1]}): ip addr / ip route / ip neigh"
 ip -n "$TAG-pod1" -4 addr show dev eth0
 ip -n "$TAG-pod1" route
+ip -n "$TAG-pod1" neigh
 echo "== node-a: ip route"
 ip -n "$NODE" route
 echo "== ping pod1 -> pod2 (${IP[pod2]})"
 ip netns exec "$TAG-pod1" ping -c 3 -W 2 "${IP[pod2]}"
 echo "== ping node-b (10.224.1.4) -> pod1 (${IP[pod1]}), across the VNet"
 ip netns exec "$TAG-node-b" ping -c 2 -W 2 "${IP[pod1]}" || echo "(not routed with this conflist)"
+echo "== pod1 -> the API server ILB (10.226.0.4), in its delegated subnet"
+ip netns exec "$TAG-pod1" ping -c 2 -W 2 10.226.0.4 || echo "(not routed with this conflist)"
 
 for p in pod1 pod2; do
   echo "== cnitool del $NET /var/run/netns/$TAG-$p"
