@@ -789,7 +789,6 @@ fn ctr_run_cni_two_containers_get_secondary_ips_serve_http_and_del_releases() {
         assert_eq!(http_from_node(&node, ip), "hello from rcbusybox\n");
     }
 
-    if std::env::var("INJECT").is_ok() { panic!("injected failure"); }
     // c1 exits: ctr's DEL releases its address, record and route; c2 is untouched.
     let st = ctrd.stop("c1");
     assert!(st.success(), "ctr run c1: {st}\n{}", ctrd.diag("c1"));
