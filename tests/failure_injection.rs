@@ -4,19 +4,18 @@
 mod common;
 use common::*;
 
-/// Run a failing ADD and check the node and the pod are exactly as before.
-fn fails_cleanly(
-    tb: &Testbed,
-    pod_ns: &str,
-    netns: &str,
-    cid: &str,
-    pod: &str,
-    conf: &str,
-    code: u64,
-    words: &str,
-) {
+/// One ADD attempt: which netns path, container ID, pod name and config.
+struct Attempt<'a> {
+    netns: &'a str,
+    cid: &'a str,
+    pod: &'a str,
+    conf: &'a str,
+}
+
+/// Run a failing ADD and check the node and the pod (`pod_ns`) are exactly as before.
+fn fails_cleanly(tb: &Testbed, pod_ns: &str, a: Attempt, code: u64, words: &str) {
     let before = snapshot(tb, "a", pod_ns);
-    let out = vnet_call(tb, "a", "ADD", cid, netns, Some(pod), conf);
+    let out = vnet_call(tb, "a", "ADD", a.cid, a.netns, Some(a.pod), a.conf);
     let e = out.err(code);
     assert!(
         e["msg"].as_str().unwrap().contains(words),
@@ -39,10 +38,12 @@ fn ifname_already_taken_in_the_pod_rolls_back_veth_routes_and_ip() {
     fails_cleanly(
         &tb,
         &ns,
-        &path.display().to_string(),
-        "cid-taken",
-        "taken",
-        VNET_CONF,
+        Attempt {
+            netns: &path.display().to_string(),
+            cid: "cid-taken",
+            pod: "taken",
+            conf: VNET_CONF,
+        },
         999,
         "rename",
     );
@@ -68,10 +69,12 @@ fn pool_exhausted() {
     fails_cleanly(
         &tb,
         &ns,
-        &p2.display().to_string(),
-        "cid-second",
-        "second",
-        VNET_CONF,
+        Attempt {
+            netns: &p2.display().to_string(),
+            cid: "cid-second",
+            pod: "second",
+            conf: VNET_CONF,
+        },
         100,
         "No available addresses",
     );
@@ -85,10 +88,12 @@ fn ipam_binary_missing() {
     fails_cleanly(
         &tb,
         &ns,
-        &path.display().to_string(),
-        "cid-noipam",
-        "noipam",
-        &conf,
+        Attempt {
+            netns: &path.display().to_string(),
+            cid: "cid-noipam",
+            pod: "noipam",
+            conf: &conf,
+        },
         100,
         "failed to find plugin",
     );
@@ -103,30 +108,36 @@ fn netns_that_is_not_a_namespace() {
     fails_cleanly(
         &tb,
         &ns,
-        &file.display().to_string(),
-        "cid-file",
-        "nsfile",
-        VNET_CONF,
+        Attempt {
+            netns: &file.display().to_string(),
+            cid: "cid-file",
+            pod: "nsfile",
+            conf: VNET_CONF,
+        },
         999,
         "is not a network namespace",
     );
     fails_cleanly(
         &tb,
         &ns,
-        "/proc/self/ns/mnt",
-        "cid-mnt",
-        "nsmnt",
-        VNET_CONF,
+        Attempt {
+            netns: "/proc/self/ns/mnt",
+            cid: "cid-mnt",
+            pod: "nsmnt",
+            conf: VNET_CONF,
+        },
         999,
         "is not a network namespace",
     );
     fails_cleanly(
         &tb,
         &ns,
-        "/var/run/netns/does-not-exist-azv",
-        "cid-gone",
-        "nsgone",
-        VNET_CONF,
+        Attempt {
+            netns: "/var/run/netns/does-not-exist-azv",
+            cid: "cid-gone",
+            pod: "nsgone",
+            conf: VNET_CONF,
+        },
         3,
         "does-not-exist-azv",
     );
@@ -150,10 +161,12 @@ fn host_veth_name_held_by_something_that_is_not_a_veth() {
     fails_cleanly(
         &tb,
         &ns,
-        &path.display().to_string(),
-        "cid-busy",
-        "busy",
-        VNET_CONF,
+        Attempt {
+            netns: &path.display().to_string(),
+            cid: "cid-busy",
+            pod: "busy",
+            conf: VNET_CONF,
+        },
         100,
         "is not a veth",
     );
@@ -171,10 +184,12 @@ fn unsupported_mode_is_refused_before_anything_happens() {
     fails_cleanly(
         &tb,
         &ns,
-        &path.display().to_string(),
-        "cid-bridge",
-        "bridge",
-        &conf,
+        Attempt {
+            netns: &path.display().to_string(),
+            cid: "cid-bridge",
+            pod: "bridge",
+            conf: &conf,
+        },
         2,
         "transparent",
     );
