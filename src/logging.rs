@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -81,6 +81,41 @@ impl Logger {
         if let Ok(mut f) = file.lock() {
             let _ = f.write_all(text.as_bytes());
         }
+    }
+}
+
+/// Where an operation's time went: named laps, logged as `{"phasesMs": {...}}`.
+pub struct Stopwatch {
+    last: Instant,
+    laps: Map<String, Value>,
+}
+
+impl Default for Stopwatch {
+    fn default() -> Self {
+        Stopwatch::new()
+    }
+}
+
+impl Stopwatch {
+    pub fn new() -> Stopwatch {
+        Stopwatch {
+            last: Instant::now(),
+            laps: Map::new(),
+        }
+    }
+
+    /// Close the current phase under `name` (time since the previous lap); the same name twice
+    /// adds up.
+    pub fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        let prev = self.laps.get(name).and_then(Value::as_f64).unwrap_or(0.0);
+        self.laps.insert(name.to_string(), Value::from(prev + ms));
+    }
+
+    pub fn field(&self) -> (&'static str, Value) {
+        ("phasesMs", Value::Object(self.laps.clone()))
     }
 }
 

@@ -88,6 +88,15 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
         run_guarded(plugin, &req)
     })();
 
+    // VERSION is answered without touching any file (runtimes call it often).
+    if vars.get("CNI_COMMAND").map(String::as_str) == Some("VERSION") {
+        if let Ok(Some(out)) = &result {
+            return Outcome {
+                stdout: out.clone(),
+                exit_code: 0,
+            };
+        }
+    }
     let log = log.unwrap_or_else(|| {
         let dir = log_dir_conf.unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
         let mut l = Logger::open(&dir, plugin.name());

@@ -1,102 +1,63 @@
 //! `/var/run/azure-vnet-ipam.json` in upstream's schema (spec B.4.3): store key `"IPAM"`,
 //! address spaces, pools keyed by subnet CIDR, address records keyed by IP string. Every struct
-//! keeps fields it does not model (`extra`), so a file written by a newer or older upstream
-//! survives our rewrite. Maps are `BTreeMap`s: Go writes map keys sorted, so do we.
+//! keeps fields it does not model, so a file written by a newer or older upstream survives our
+//! rewrite. Maps are `BTreeMap`s: Go writes map keys sorted, so do we.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
-
 use crate::encoding::{GoIp, GoIpNet};
+use crate::store::schema::state_struct;
 use crate::store::StateFile;
 
-/// Go writes a nil map or slice as `null`; read that as empty.
-pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+state_struct! {
+    pub struct IpamFile {
+        ipam: Option<AddressManager> = "IPAM", skip_if Option::is_none;
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct IpamFile {
-    #[serde(rename = "IPAM", default, skip_serializing_if = "Option::is_none")]
-    pub ipam: Option<AddressManager>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct AddressManager {
+        version: String = "Version";
+        timestamp: String = "TimeStamp";
+        address_spaces: BTreeMap<String, AddressSpace> = "AddressSpaces";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AddressManager {
-    #[serde(rename = "Version", default)]
-    pub version: String,
-    #[serde(rename = "TimeStamp", default)]
-    pub timestamp: String,
-    #[serde(rename = "AddressSpaces", default, deserialize_with = "null_default")]
-    pub address_spaces: BTreeMap<String, AddressSpace>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct AddressSpace {
+        id: String = "Id";
+        /// 0 = local, 1 = global.
+        scope: i64 = "Scope";
+        pools: BTreeMap<String, Pool> = "Pools";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AddressSpace {
-    #[serde(rename = "Id", default)]
-    pub id: String,
-    /// 0 = local, 1 = global.
-    #[serde(rename = "Scope", default)]
-    pub scope: i64,
-    #[serde(rename = "Pools", default, deserialize_with = "null_default")]
-    pub pools: BTreeMap<String, Pool>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct Pool {
+        /// The subnet CIDR string, e.g. `"10.224.0.0/16"`.
+        id: String = "Id";
+        /// Host interface whose MAC matched the source's NIC.
+        if_name: String = "IfName";
+        subnet: GoIpNet = "Subnet";
+        gateway: GoIp = "Gateway";
+        addresses: BTreeMap<String, AddressRecord> = "Addresses";
+        is_ipv6: bool = "IsIPv6";
+        /// 0 for the primary NIC, 1 for a secondary NIC.
+        priority: i64 = "Priority";
+        ref_count: i64 = "RefCount";
+        /// Our addition (upstream ignores unknown fields): the address handed out last, so the
+        /// next allocation starts after it and a just-released address is reused last.
+        last_allocated: Option<String> = "LastAllocated", skip_if Option::is_none;
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Pool {
-    /// The subnet CIDR string, e.g. `"10.224.0.0/16"`.
-    #[serde(rename = "Id", default)]
-    pub id: String,
-    /// Host interface whose MAC matched the source's NIC.
-    #[serde(rename = "IfName", default)]
-    pub if_name: String,
-    #[serde(rename = "Subnet", default)]
-    pub subnet: GoIpNet,
-    #[serde(rename = "Gateway", default)]
-    pub gateway: GoIp,
-    #[serde(rename = "Addresses", default, deserialize_with = "null_default")]
-    pub addresses: BTreeMap<String, AddressRecord>,
-    #[serde(rename = "IsIPv6", default)]
-    pub is_ipv6: bool,
-    /// 0 for the primary NIC, 1 for a secondary NIC.
-    #[serde(rename = "Priority", default)]
-    pub priority: i64,
-    #[serde(rename = "RefCount", default)]
-    pub ref_count: i64,
-    /// Our addition (upstream ignores unknown fields): the address handed out last, so the
-    /// next allocation starts after it and a just-released address is reused last.
-    #[serde(
-        rename = "LastAllocated",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub last_allocated: Option<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AddressRecord {
-    /// The owner's full CNI_CONTAINERID; `""` when free.
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    #[serde(rename = "Addr", default)]
-    pub addr: GoIp,
-    #[serde(rename = "InUse", default)]
-    pub in_use: bool,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct AddressRecord {
+        /// The owner's full CNI_CONTAINERID; `""` when free.
+        id: String = "ID";
+        addr: GoIp = "Addr";
+        in_use: bool = "InUse";
+    }
 }
 
 impl AddressRecord {
@@ -134,6 +95,7 @@ impl IpamFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// Spec B.4.3's example, plus fields a future upstream might add at every level.
     pub const UPSTREAM: &str = r#"{

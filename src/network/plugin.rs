@@ -20,12 +20,13 @@ use crate::datapath::{self, Expected, Plan, HOST_VETH_MAC};
 use crate::delegate;
 use crate::encoding::{mac_to_string, GoBytes, GoIp, GoIpNet};
 use crate::error::{invalid_config, runtime, Code, Error, Result};
+use crate::logging::Stopwatch;
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
 use crate::network::names;
 use crate::network::state::{
-    DnsInfo, Endpoint, ExternalInterface, Network, NetworkFile, NetworkManager, RouteInfo,
-    SubnetInfo,
+    DnsInfo, Endpoint, ExternalInterface, Network, NetworkFile, NetworkManager, RawEndpoint,
+    RouteInfo, SubnetInfo,
 };
 use crate::rollback::Rollback;
 use crate::store::{lock, LockGuard, Store};
@@ -86,23 +87,18 @@ fn veth_lock(req: &Request, host_veth: &str) -> Result<LockGuard> {
 }
 
 /// This container's endpoint for this interface in this network, under either ID form.
-fn find_record<'f>(
-    file: &'f NetworkFile,
+fn find_record(
+    file: &NetworkFile,
     req: &Request,
     id: &Ident,
-) -> Option<(&'f String, &'f Endpoint)> {
-    file.network(&req.conf.conf.name)?
-        .endpoints
-        .iter()
-        .find(|(k, e)| {
-            e.container_id == req.env.container_id && (**k == id.short_id || **k == id.long_id)
-        })
-}
-
-fn claimed_by_any(file: &NetworkFile, host_veth: &str) -> Option<String> {
-    file.endpoints()
-        .find(|(_, e)| e.host_if_name == host_veth)
-        .map(|(_, e)| e.container_id.clone())
+) -> Result<Option<(String, Endpoint)>> {
+    let cid = &req.env.container_id;
+    Ok(file
+        .find_in(&req.conf.conf.name, cid, |k, e| {
+            e.container_id == *cid && (k == id.short_id || k == id.long_id)
+        })?
+        .into_iter()
+        .next())
 }
 
 /// The network config for the IPAM plugin: the config we got, with `ipam.ipAddress` set when
@@ -236,7 +232,7 @@ fn record_endpoint(
     address: IpNetwork,
     gateway: Option<IpAddr>,
     ep: Endpoint,
-) -> String {
+) -> Result<String> {
     let net_id = req.conf.conf.name.clone();
     let subnet = IpNetwork::new(address.network(), address.prefix()).unwrap_or(address);
     let subnet_str = subnet.to_string();
@@ -284,18 +280,21 @@ fn record_endpoint(
         });
     }
     // Spec A.3.2: runtimes whose IDs share 8 characters must not collide on the short ID.
-    let key = match net.endpoints.get(&id.short_id) {
-        Some(other) if other.container_id != req.env.container_id => id.long_id.clone(),
-        _ => id.short_id.clone(),
+    let taken = match net.endpoints.get(&id.short_id) {
+        Some(other) => other.parse()?.container_id != req.env.container_id,
+        None => false,
     };
-    net.endpoints.insert(
-        key.clone(),
-        Endpoint {
-            id: key.clone(),
-            ..ep
-        },
-    );
-    key
+    let key = if taken {
+        id.long_id.clone()
+    } else {
+        id.short_id.clone()
+    };
+    let raw = RawEndpoint::from_endpoint(&Endpoint {
+        id: key.clone(),
+        ..ep
+    })?;
+    net.endpoints.insert(key.clone(), raw);
+    Ok(key)
 }
 
 /// The ADD result for an endpoint, rebuilt from its record (a repeated ADD).
@@ -407,15 +406,18 @@ impl Plugin for NetworkPlugin {
 
         // Everything below, up to the record, is one claim on the host veth name.
         let _veth_guard = veth_lock(req, &id.host_veth)?;
-        let file: NetworkFile = store.load()?;
-        if let Some((key, ep)) = find_record(&file, req, &id) {
-            // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
-            req.log.info(
-                "endpoint exists; returning its result",
-                &[("endpoint", Value::from(key.as_str()))],
-            );
-            return result_from_record(&file, req, ep);
+        let mut watch = Stopwatch::new();
+        if let Some(file) = store.load_if_mentions::<NetworkFile>(&req.env.container_id)? {
+            if let Some((key, ep)) = find_record(&file, req, &id)? {
+                // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
+                req.log.info(
+                    "endpoint exists; returning its result",
+                    &[("endpoint", Value::from(key.as_str()))],
+                );
+                return result_from_record(&file, req, &ep);
+            }
         }
+        watch.lap("stateRead");
         if datapath::ensure_ip_forward()? {
             req.log
                 .warn("net.ipv4.ip_forward was 0 on the node; enabled it", &[]);
@@ -423,9 +425,11 @@ impl Plugin for NetworkPlugin {
 
         // Declared before the guard, so it outlives the guard's undo steps.
         let host = Netlink::connect()?;
+        watch.lap("netlinkSetup");
         let mut rollback = Rollback::new(req.log);
         let out = ipam_exec(req, Command::Add, None)
             .map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
+        watch.lap("ipamExec");
         let ipam =
             CniResult::from_slice(&out, req.conf.version).map_err(|e| e.context("IPAM result"))?;
         let ipc = ipam
@@ -449,7 +453,10 @@ impl Plugin for NetworkPlugin {
             }
             // Upstream does the same: the name belongs to this pod; what holds it is a previous
             // sandbox of the pod or a leftover of an interrupted ADD.
-            let owner = claimed_by_any(&file, &id.host_veth).unwrap_or_default();
+            let owner = store
+                .load::<NetworkFile>()?
+                .veth_owner(&id.host_veth)?
+                .unwrap_or_default();
             req.log.warn(
                 "deleting an existing host veth of the same name",
                 &[
@@ -466,6 +473,7 @@ impl Plugin for NetworkPlugin {
             address,
             mtu: master.mtu,
         };
+        watch.lap("hostNetlink");
         let index = datapath::create_veth(&host, &pod, &plan)?;
         // Deleting the host end takes the pod end (and the host route) with it.
         rollback.push("delete the veth pair", {
@@ -473,14 +481,17 @@ impl Plugin for NetworkPlugin {
             move || host.delete_link(index)
         });
         datapath::configure_host(&host, &plan, index)?;
+        watch.lap("hostNetlink");
         let pod_mac = datapath::configure_pod(&pod, &plan)?;
+        watch.lap("podNetlink");
 
         let dns = effective_dns(req, &ipam.dns);
         let ep = endpoint_record(req, &id, "", address, pod_mac, &ipam.routes, &dns);
         let key = store.update(|file: &mut NetworkFile| {
-            let key = record_endpoint(file, req, &id, &master, address, ipc.gateway, ep);
+            let key = record_endpoint(file, req, &id, &master, address, ipc.gateway, ep)?;
             Ok((key, true))
         })?;
+        watch.lap("stateWrite");
         rollback.disarm();
         req.log.info(
             "endpoint created",
@@ -488,6 +499,7 @@ impl Plugin for NetworkPlugin {
                 ("endpoint", Value::from(key)),
                 ("address", Value::from(address.to_string())),
                 ("hostVeth", Value::from(id.host_veth.as_str())),
+                watch.field(),
             ],
         );
         Ok(CniResult {
@@ -510,18 +522,21 @@ impl Plugin for NetworkPlugin {
     fn del(&self, req: &Request) -> Result<()> {
         let id = ident(req);
         let store = store(req);
-        let file: NetworkFile = store.load()?;
-        let records: Vec<(String, Endpoint)> = find_record(&file, req, &id)
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .into_iter()
-            .collect();
+        let mut watch = Stopwatch::new();
+        let records: Vec<(String, Endpoint)> =
+            match store.load_if_mentions::<NetworkFile>(&req.env.container_id)? {
+                Some(file) => find_record(&file, req, &id)?.into_iter().collect(),
+                None => Vec::new(),
+            };
+        watch.lap("stateRead");
         let host = Netlink::connect()?;
+        watch.lap("netlinkSetup");
         if records.is_empty() {
             // State lost, a repeated DEL, or an ADD interrupted before its record: release by
             // container ID, and remove a host veth of ours that no record claims (spec A.3.5).
             let _guard = veth_lock(req, &id.host_veth)?;
             let file: NetworkFile = store.load()?;
-            if claimed_by_any(&file, &id.host_veth).is_none() {
+            if file.veth_owner(&id.host_veth)?.is_none() {
                 if let Some(link) = host.link_by_name(&id.host_veth)? {
                     if link.kind.as_deref() == Some("veth") {
                         host.delete_link(link.index)?;
@@ -536,7 +551,9 @@ impl Plugin for NetworkPlugin {
         }
         for (key, ep) in &records {
             let ips = endpoint_ips(ep);
-            if let Err(e) = datapath::remove_host_routes(&host, &ep.host_if_name, &ips) {
+            let routes = datapath::remove_host_routes(&host, &ep.host_if_name, &ips);
+            watch.lap("hostNetlink");
+            if let Err(e) = routes {
                 req.log.warn(
                     "removing host routes failed",
                     &[
@@ -550,16 +567,17 @@ impl Plugin for NetworkPlugin {
             for ip in ips {
                 ipam_release(req, Some(ip))?;
             }
+            watch.lap("ipamExec");
         }
         store.update(|file: &mut NetworkFile| {
             let mut changed = false;
             if let Some(net) = file.network_mut(&req.conf.conf.name) {
                 for (key, _) in &records {
-                    if net
-                        .endpoints
-                        .get(key)
-                        .is_some_and(|e| e.container_id == req.env.container_id)
-                    {
+                    let ours = match net.endpoints.get(key) {
+                        Some(raw) => raw.parse()?.container_id == req.env.container_id,
+                        None => false,
+                    };
+                    if ours {
                         net.endpoints.remove(key);
                         changed = true;
                     }
@@ -567,12 +585,14 @@ impl Plugin for NetworkPlugin {
             }
             Ok(((), changed))
         })?;
+        watch.lap("stateWrite");
+        let keys: Vec<Value> = records
+            .iter()
+            .map(|(k, _)| Value::from(k.as_str()))
+            .collect();
         req.log.info(
             "endpoint deleted",
-            &[(
-                "endpoints",
-                Value::from(records.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
-            )],
+            &[("endpoints", Value::from(keys)), watch.field()],
         );
         Ok(())
     }
@@ -581,7 +601,7 @@ impl Plugin for NetworkPlugin {
         let id = ident(req);
         let pod = netns_of(req)?;
         let file: NetworkFile = store(req).load()?;
-        let (key, ep) = find_record(&file, req, &id).ok_or_else(|| {
+        let (key, ep) = find_record(&file, req, &id)?.ok_or_else(|| {
             runtime(format!(
                 "no endpoint for container {} interface {} in network {}",
                 req.env.container_id, req.env.ifname, req.conf.conf.name
@@ -639,13 +659,17 @@ impl Plugin for NetworkPlugin {
         let removed: Vec<Endpoint> = store.update(|file: &mut NetworkFile| {
             let mut removed = Vec::new();
             if let Some(net) = file.network_mut(&req.conf.conf.name) {
-                net.endpoints.retain(|k, e| {
-                    let keep = valid.contains(&(e.container_id.clone(), k.clone()));
-                    if !keep {
-                        removed.push(e.clone());
+                let mut gone = Vec::new();
+                for (k, raw) in &net.endpoints {
+                    let e = raw.parse()?;
+                    if !valid.contains(&(e.container_id.clone(), k.clone())) {
+                        gone.push(k.clone());
+                        removed.push(e);
                     }
-                    keep
-                });
+                }
+                for k in gone {
+                    net.endpoints.remove(&k);
+                }
             }
             let changed = !removed.is_empty();
             Ok((removed, changed))
@@ -664,7 +688,7 @@ impl Plugin for NetworkPlugin {
                 continue;
             };
             let file: NetworkFile = store.load()?;
-            if claimed_by_any(&file, &link.name).is_none() {
+            if file.veth_owner(&link.name)?.is_none() {
                 host.delete_link(link.index)?;
                 req.log.info(
                     "gc deleted host veth",

@@ -1,211 +1,208 @@
 //! `/var/run/azure-vnet.json` in upstream's schema (spec B.4.2): store key `"Network"`,
 //! external interfaces, networks, endpoints. Endpoint records carry the SEED's fields (AKS,
 //! Aug 2024), in upstream's field order; fields of other upstream versions (`NICType`,
-//! `SecondaryInterfaces`, ...) and anything unknown are kept in `extra` and written back.
+//! `SecondaryInterfaces`, ...) and anything unknown are kept and written back.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::encoding::{GoBytes, GoIp, GoIpNet};
-use crate::ipam::state::null_default;
+use crate::error::{Code, Error, Result};
+use crate::store::schema::state_struct;
 use crate::store::StateFile;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NetworkFile {
-    #[serde(rename = "Network", default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<NetworkManager>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct NetworkFile {
+        network: Option<NetworkManager> = "Network", skip_if Option::is_none;
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NetworkManager {
-    /// Always `null` in files upstream writes on Linux.
-    #[serde(rename = "CnsClient", default)]
-    pub cns_client: Value,
-    #[serde(rename = "Version", default)]
-    pub version: String,
-    #[serde(rename = "TimeStamp", default)]
-    pub timestamp: String,
-    #[serde(
-        rename = "ExternalInterfaces",
-        default,
-        deserialize_with = "null_default"
-    )]
-    pub external_interfaces: BTreeMap<String, ExternalInterface>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct NetworkManager {
+        /// Always `null` in files upstream writes on Linux.
+        cns_client: Value = "CnsClient";
+        version: String = "Version";
+        timestamp: String = "TimeStamp";
+        external_interfaces: BTreeMap<String, ExternalInterface> = "ExternalInterfaces";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DnsInfo {
-    #[serde(rename = "Suffix", default)]
-    pub suffix: String,
-    #[serde(rename = "Servers", default)]
-    pub servers: Option<Vec<String>>,
-    #[serde(rename = "Options", default)]
-    pub options: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct DnsInfo {
+        suffix: String = "Suffix";
+        servers: Option<Vec<String>> = "Servers";
+        options: Option<Vec<String>> = "Options";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExternalInterface {
-    #[serde(rename = "Name", default)]
-    pub name: String,
-    #[serde(rename = "Networks", default, deserialize_with = "null_default")]
-    pub networks: BTreeMap<String, Network>,
-    #[serde(rename = "Subnets", default)]
-    pub subnets: Option<Vec<String>>,
-    #[serde(rename = "BridgeName", default)]
-    pub bridge_name: String,
-    #[serde(rename = "DNSInfo", default)]
-    pub dns_info: DnsInfo,
-    #[serde(rename = "MacAddress", default)]
-    pub mac_address: GoBytes,
-    #[serde(rename = "IPAddresses", default)]
-    pub ip_addresses: Value,
-    #[serde(rename = "Routes", default)]
-    pub routes: Value,
-    #[serde(rename = "IPv4Gateway", default)]
-    pub ipv4_gateway: GoIp,
-    #[serde(rename = "IPv6Gateway", default)]
-    pub ipv6_gateway: GoIp,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct ExternalInterface {
+        name: String = "Name";
+        networks: BTreeMap<String, Network> = "Networks";
+        subnets: Option<Vec<String>> = "Subnets";
+        bridge_name: String = "BridgeName";
+        dns_info: DnsInfo = "DNSInfo";
+        mac_address: GoBytes = "MacAddress";
+        ip_addresses: Value = "IPAddresses";
+        routes: Value = "Routes";
+        ipv4_gateway: GoIp = "IPv4Gateway";
+        ipv6_gateway: GoIp = "IPv6Gateway";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Network {
-    #[serde(rename = "Id", default)]
-    pub id: String,
-    #[serde(rename = "HnsId", default, skip_serializing_if = "String::is_empty")]
-    pub hns_id: String,
-    #[serde(rename = "Mode", default)]
-    pub mode: String,
-    #[serde(rename = "VlanId", default)]
-    pub vlan_id: i64,
-    #[serde(rename = "Subnets", default)]
-    pub subnets: Option<Vec<SubnetInfo>>,
-    #[serde(rename = "Endpoints", default, deserialize_with = "null_default")]
-    pub endpoints: BTreeMap<String, Endpoint>,
-    #[serde(rename = "DNS", default)]
-    pub dns: DnsInfo,
-    #[serde(rename = "EnableSnatOnHost", default)]
-    pub enable_snat_on_host: bool,
-    #[serde(rename = "NetNs", default)]
-    pub net_ns: String,
-    #[serde(rename = "SnatBridgeIP", default)]
-    pub snat_bridge_ip: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct Network {
+        id: String = "Id";
+        hns_id: String = "HnsId", skip_if String::is_empty;
+        mode: String = "Mode";
+        vlan_id: i64 = "VlanId";
+        subnets: Option<Vec<SubnetInfo>> = "Subnets";
+        /// Kept as the JSON text they were read as: an ADD or DEL parses only the records it
+        /// needs, and rewrites the others byte for byte (cost stays flat with 250 pods).
+        endpoints: BTreeMap<String, RawEndpoint> = "Endpoints";
+        dns: DnsInfo = "DNS";
+        enable_snat_on_host: bool = "EnableSnatOnHost";
+        net_ns: String = "NetNs";
+        snat_bridge_ip: String = "SnatBridgeIP";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SubnetInfo {
-    /// 2 = AF_INET, 10 = AF_INET6.
-    #[serde(rename = "Family", default)]
-    pub family: i64,
-    #[serde(rename = "Prefix", default)]
-    pub prefix: GoIpNet,
-    #[serde(rename = "Gateway", default)]
-    pub gateway: GoIp,
-    #[serde(rename = "PrimaryIP", default)]
-    pub primary_ip: GoIp,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct SubnetInfo {
+        /// 2 = AF_INET, 10 = AF_INET6.
+        family: i64 = "Family";
+        prefix: GoIpNet = "Prefix";
+        gateway: GoIp = "Gateway";
+        primary_ip: GoIp = "PrimaryIP";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RouteInfo {
-    #[serde(rename = "Dst", default)]
-    pub dst: GoIpNet,
-    #[serde(rename = "Src", default)]
-    pub src: GoIp,
-    #[serde(rename = "Gw", default)]
-    pub gw: GoIp,
-    #[serde(rename = "Protocol", default)]
-    pub protocol: i64,
-    #[serde(rename = "DevName", default)]
-    pub dev_name: String,
-    #[serde(rename = "Scope", default)]
-    pub scope: i64,
-    #[serde(rename = "Priority", default)]
-    pub priority: i64,
-    #[serde(rename = "Table", default)]
-    pub table: i64,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    pub struct RouteInfo {
+        dst: GoIpNet = "Dst";
+        src: GoIp = "Src";
+        gw: GoIp = "Gw";
+        protocol: i64 = "Protocol";
+        dev_name: String = "DevName";
+        scope: i64 = "Scope";
+        priority: i64 = "Priority";
+        table: i64 = "Table";
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Endpoint {
-    #[serde(rename = "Id", default)]
-    pub id: String,
-    #[serde(rename = "HnsId", default, skip_serializing_if = "String::is_empty")]
-    pub hns_id: String,
-    #[serde(
-        rename = "HNSNetworkID",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub hns_network_id: String,
-    #[serde(rename = "SandboxKey", default)]
-    pub sandbox_key: String,
-    /// The container-side veth as created (`azv<11 hex>2`), as the seed records it.
-    #[serde(rename = "IfName", default)]
-    pub if_name: String,
-    #[serde(rename = "HostIfName", default)]
-    pub host_if_name: String,
-    /// The pod-side MAC.
-    #[serde(rename = "MacAddress", default)]
-    pub mac_address: GoBytes,
-    #[serde(rename = "InfraVnetIP", default)]
-    pub infra_vnet_ip: GoIpNet,
-    #[serde(rename = "LocalIP", default)]
-    pub local_ip: String,
-    #[serde(rename = "IPAddresses", default)]
-    pub ip_addresses: Option<Vec<GoIpNet>>,
-    #[serde(rename = "Gateways", default)]
-    pub gateways: Option<Vec<GoIp>>,
-    #[serde(rename = "DNS", default)]
-    pub dns: DnsInfo,
-    #[serde(rename = "Routes", default)]
-    pub routes: Option<Vec<RouteInfo>>,
-    #[serde(rename = "VlanID", default)]
-    pub vlan_id: i64,
-    #[serde(rename = "EnableSnatOnHost", default)]
-    pub enable_snat_on_host: bool,
-    #[serde(rename = "EnableInfraVnet", default)]
-    pub enable_infra_vnet: bool,
-    #[serde(rename = "EnableMultitenancy", default)]
-    pub enable_multitenancy: bool,
-    #[serde(rename = "AllowInboundFromHostToNC", default)]
-    pub allow_inbound_from_host_to_nc: bool,
-    #[serde(rename = "AllowInboundFromNCToHost", default)]
-    pub allow_inbound_from_nc_to_host: bool,
-    #[serde(rename = "NetworkContainerID", default)]
-    pub network_container_id: String,
-    #[serde(
-        rename = "NetworkNameSpace",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub network_namespace: String,
-    #[serde(rename = "ContainerID", default)]
-    pub container_id: String,
-    #[serde(rename = "PODName", default, skip_serializing_if = "String::is_empty")]
-    pub pod_name: String,
-    #[serde(
-        rename = "PODNameSpace",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub pod_namespace: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+state_struct! {
+    /// An endpoint record: the SEED's fields, in upstream's order.
+    pub struct Endpoint {
+        id: String = "Id";
+        hns_id: String = "HnsId", skip_if String::is_empty;
+        hns_network_id: String = "HNSNetworkID", skip_if String::is_empty;
+        sandbox_key: String = "SandboxKey";
+        /// The container-side veth as created (`azv<11 hex>2`), as the seed records it.
+        if_name: String = "IfName";
+        host_if_name: String = "HostIfName";
+        /// The pod-side MAC.
+        mac_address: GoBytes = "MacAddress";
+        infra_vnet_ip: GoIpNet = "InfraVnetIP";
+        local_ip: String = "LocalIP";
+        ip_addresses: Option<Vec<GoIpNet>> = "IPAddresses";
+        gateways: Option<Vec<GoIp>> = "Gateways";
+        dns: DnsInfo = "DNS";
+        routes: Option<Vec<RouteInfo>> = "Routes";
+        vlan_id: i64 = "VlanID";
+        enable_snat_on_host: bool = "EnableSnatOnHost";
+        enable_infra_vnet: bool = "EnableInfraVnet";
+        enable_multitenancy: bool = "EnableMultitenancy";
+        allow_inbound_from_host_to_nc: bool = "AllowInboundFromHostToNC";
+        allow_inbound_from_nc_to_host: bool = "AllowInboundFromNCToHost";
+        network_container_id: String = "NetworkContainerID";
+        network_namespace: String = "NetworkNameSpace", skip_if String::is_empty;
+        container_id: String = "ContainerID";
+        pod_name: String = "PODName", skip_if String::is_empty;
+        pod_namespace: String = "PODNameSpace", skip_if String::is_empty;
+    }
+}
+
+/// How deep endpoint records sit in the file (Network > ExternalInterfaces > <if> > Networks >
+/// <net> > Endpoints > <id>): a record we write is indented to match Go's `MarshalIndent`.
+const ENDPOINT_DEPTH: usize = 7;
+
+/// One endpoint record as JSON text.
+#[derive(Debug, Clone)]
+pub struct RawEndpoint(Box<RawValue>);
+
+impl PartialEq for RawEndpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Default for RawEndpoint {
+    fn default() -> Self {
+        // "{}" is valid JSON, so this cannot fail.
+        RawEndpoint(RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!()))
+    }
+}
+
+impl Serialize for RawEndpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if !raw.get().starts_with('{') {
+            return Err(serde::de::Error::custom(
+                "an endpoint record must be an object",
+            ));
+        }
+        Ok(RawEndpoint(raw))
+    }
+}
+
+impl RawEndpoint {
+    pub fn parse(&self) -> Result<Endpoint> {
+        serde_json::from_str(self.0.get()).map_err(|e| {
+            Error::new(
+                Code::TryAgainLater,
+                format!("endpoint record is invalid ({e}): {:.200}", self.0.get()),
+            )
+        })
+    }
+
+    /// The record as Go's `MarshalIndent` would write it at its place in the file.
+    pub fn from_endpoint(ep: &Endpoint) -> Result<RawEndpoint> {
+        let text = String::from_utf8(crate::store::to_go_json(ep)?)
+            .map_err(|e| Error::new(Code::Internal, e.to_string()))?;
+        // JSON strings cannot hold a raw newline, so every '\n' here is layout.
+        let text = text.replace('\n', &format!("\n{}", "\t".repeat(ENDPOINT_DEPTH)));
+        RawValue::from_string(text)
+            .map(RawEndpoint)
+            .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
+    }
+
+    /// Whether the record's text contains `"<s>"` as a JSON string: a cheap filter before
+    /// parsing (container IDs and interface names never need escaping).
+    pub fn mentions(&self, s: &str) -> bool {
+        let text = self.0.get();
+        let mut at = 0;
+        while let Some(i) = text[at..].find(s) {
+            let start = at + i;
+            let end = start + s.len();
+            if start > 0
+                && text.as_bytes()[start - 1] == b'"'
+                && text.as_bytes().get(end) == Some(&b'"')
+            {
+                return true;
+            }
+            at = start + 1;
+        }
+        false
+    }
 }
 
 impl StateFile for NetworkFile {
@@ -217,22 +214,17 @@ impl StateFile for NetworkFile {
 }
 
 impl NetworkFile {
-    /// Every endpoint of every network, with the network's ID.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&str, &Endpoint)> {
+    /// Every network, with its key (upstream's network ID, the conflist's `name`).
+    fn networks(&self) -> impl Iterator<Item = (&String, &Network)> {
         self.network
             .iter()
             .flat_map(|nm| nm.external_interfaces.values())
-            .flat_map(|ext| ext.networks.values())
-            .flat_map(|n| n.endpoints.values().map(move |e| (n.id.as_str(), e)))
+            .flat_map(|ext| ext.networks.iter())
     }
 
     /// The network `id`, wherever (under which external interface) it lives.
     pub fn network(&self, id: &str) -> Option<&Network> {
-        self.network
-            .as_ref()?
-            .external_interfaces
-            .values()
-            .find_map(|ext| ext.networks.get(id))
+        self.networks().find(|(k, _)| *k == id).map(|(_, n)| n)
     }
 
     pub fn network_mut(&mut self, id: &str) -> Option<&mut Network> {
@@ -241,6 +233,53 @@ impl NetworkFile {
             .external_interfaces
             .values_mut()
             .find_map(|ext| ext.networks.get_mut(id))
+    }
+
+    /// Records in network `net` whose text mentions `needle` and that `pred` accepts, parsed.
+    pub fn find_in(
+        &self,
+        net: &str,
+        needle: &str,
+        pred: impl Fn(&str, &Endpoint) -> bool,
+    ) -> Result<Vec<(String, Endpoint)>> {
+        let mut out = Vec::new();
+        if let Some(n) = self.network(net) {
+            for (k, raw) in &n.endpoints {
+                if raw.mentions(needle) {
+                    let ep = raw.parse()?;
+                    if pred(k, &ep) {
+                        out.push((k.clone(), ep));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The container that owns host veth `name` in any network, if any.
+    pub fn veth_owner(&self, name: &str) -> Result<Option<String>> {
+        for (_, n) in self.networks() {
+            for raw in n.endpoints.values() {
+                if raw.mentions(name) {
+                    let ep = raw.parse()?;
+                    if ep.host_if_name == name {
+                        return Ok(Some(ep.container_id));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every endpoint of every network, parsed (GC, tests).
+    pub fn all_endpoints(&self) -> Result<Vec<(String, Endpoint)>> {
+        let mut out = Vec::new();
+        for (id, n) in self.networks() {
+            for raw in n.endpoints.values() {
+                out.push((id.clone(), raw.parse()?));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -268,7 +307,8 @@ mod tests {
     #[test]
     fn upstream_head_file_loads_and_round_trips() {
         let f: NetworkFile = serde_json::from_str(UPSTREAM).unwrap();
-        let (net, ep) = f.endpoints().next().unwrap();
+        let all = f.all_endpoints().unwrap();
+        let (net, ep) = &all[0];
         assert_eq!(net, "azure");
         assert_eq!(ep.host_if_name, "azvd3e9f8799af");
         assert_eq!(ep.extra["NICType"], "InfraNIC");
@@ -293,6 +333,73 @@ mod tests {
         assert!(f.network("azure").unwrap().endpoints.is_empty());
         let f: NetworkFile =
             serde_json::from_str(r#"{"Network":{"ExternalInterfaces":null}}"#).unwrap();
-        assert_eq!(f.endpoints().count(), 0);
+        assert!(f.all_endpoints().unwrap().is_empty());
+    }
+
+    #[test]
+    fn written_records_are_indented_like_go_and_parse_back() {
+        let ep = Endpoint {
+            id: "ee86fb8b-eth0".into(),
+            container_id: "ee86fb8b".into(),
+            host_if_name: "azvc440f455693".into(),
+            ..Default::default()
+        };
+        let raw = RawEndpoint::from_endpoint(&ep).unwrap();
+        assert_eq!(raw.parse().unwrap(), ep);
+        let mut f = NetworkFile::default();
+        f.network
+            .get_or_insert_with(Default::default)
+            .external_interfaces
+            .entry("eth0".into())
+            .or_default()
+            .networks
+            .entry("azure".into())
+            .or_default()
+            .endpoints
+            .insert("ee86fb8b-eth0".into(), raw);
+        let text = String::from_utf8(crate::store::to_go_json(&f).unwrap()).unwrap();
+        // The record's fields sit one level below its key, the closing brace at the key's level.
+        assert!(
+            text.contains(
+                "\n\t\t\t\t\t\t\t\"ee86fb8b-eth0\": {\n\t\t\t\t\t\t\t\t\"Id\": \"ee86fb8b-eth0\""
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("\"PODNameSpace\""), "omitempty");
+        let back: NetworkFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            crate::store::to_go_json(&back).unwrap(),
+            text.as_bytes(),
+            "stable"
+        );
+        assert_eq!(
+            back.veth_owner("azvc440f455693").unwrap().as_deref(),
+            Some("ee86fb8b")
+        );
+        assert_eq!(
+            back.veth_owner("azvc440f45569").unwrap(),
+            None,
+            "whole strings only"
+        );
+    }
+
+    #[test]
+    fn mentions_matches_whole_json_strings() {
+        let raw: RawEndpoint =
+            serde_json::from_str(r#"{"ContainerID":"abc-1","HostIfName":"azv1"}"#).unwrap();
+        for (needle, want) in [
+            ("abc-1", true),
+            ("abc", false),
+            ("bc-1", false),
+            ("azv1", true),
+            ("ContainerID", true),
+            ("x", false),
+        ] {
+            assert_eq!(raw.mentions(needle), want, "{needle}");
+        }
+        assert!(
+            serde_json::from_str::<RawEndpoint>("[1]").is_err(),
+            "records are objects"
+        );
     }
 }

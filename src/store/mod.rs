@@ -7,6 +7,7 @@
 //! The lock is held only for the read-modify-write, never across netlink or exec work.
 
 pub mod lock;
+pub(crate) mod schema;
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -67,6 +68,18 @@ impl Store {
         read_state(&self.path)
     }
 
+    /// Like `load`, but `None` (without parsing) when the file's text does not contain
+    /// `"<needle>"`: most ADDs and DELs are for containers the file does not know, and this
+    /// keeps their cost flat however many pods the node has.
+    pub fn load_if_mentions<T: StateFile>(&self, needle: &str) -> Result<Option<T>> {
+        let bytes = read_bytes(&self.path)?;
+        let quoted = format!("\"{needle}\"");
+        if bytes.is_empty() || !contains(&bytes, quoted.as_bytes()) {
+            return Ok(None);
+        }
+        parse_state(&self.path, &bytes).map(Some)
+    }
+
     /// Lock, read, let `f` change the state, write it back if `f` says it changed, unlock.
     /// If `f` fails nothing is written.
     pub fn update<T: StateFile, R>(
@@ -84,16 +97,36 @@ impl Store {
     }
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    // str::contains is a fast substring search; state files are UTF-8 JSON.
+    match (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
+        (Ok(h), Ok(n)) => h.contains(n),
+        _ => haystack.windows(needle.len().max(1)).any(|w| w == needle),
+    }
+}
+
 /// Missing or 0-byte file: empty state (upstream treats both as "no state"). Anything that
 /// does not parse is an error naming the file; we never guess, and never overwrite it.
 pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
+    parse_state(path, &read_bytes(path)?)
+}
+
+fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))
+}
+
+/// The file's bytes; empty when it does not exist. Refuses symlinks and non-regular files.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(T::default()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(Error::new(
                 Code::Io,
@@ -125,10 +158,7 @@ pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
         .take(MAX_STATE_BYTES + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("read state file {}", path.display()))?;
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e.to_string()))
+    Ok(bytes)
 }
 
 fn corrupt(path: &Path, why: String) -> Error {
