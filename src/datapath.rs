@@ -207,7 +207,7 @@ pub fn verify(host: &Netlink, pod: &Netns, exp: &Expected) -> Result<Vec<String>
             ));
         }
         if !nl
-            .addresses()?
+            .addresses(exp.address.is_ipv4())?
             .iter()
             .any(|a| a.index == l.index && a.net == exp.address)
         {

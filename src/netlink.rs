@@ -304,9 +304,17 @@ impl Netlink {
         .map_err(|e| e.context(format!("add address {net} to link #{index}")))
     }
 
-    pub fn addresses(&self) -> Result<Vec<Address>> {
+    /// Addresses of one family (the kernel filters the dump: every veth has an IPv6 link-local
+    /// address, which a search for an IPv4 subnet need not read).
+    pub fn addresses(&self, v4: bool) -> Result<Vec<Address>> {
+        let mut q = AddressMessage::default();
+        q.header.family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
         Ok(self
-            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))?
+            .dump(RouteNetlinkMessage::GetAddress(q))?
             .into_iter()
             .filter_map(|m| match m {
                 RouteNetlinkMessage::NewAddress(a) => {

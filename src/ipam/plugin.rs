@@ -11,11 +11,13 @@ use serde_json::Value;
 
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{Plugin, Request};
+use crate::encoding::parse_mac;
 use crate::error::{invalid_config, Code, Error, Result};
 use crate::ipam::allocator::{self, Allocation};
 use crate::ipam::source::{self, PoolView, SourceKind};
 use crate::ipam::state::IpamFile;
-use crate::netlink::Netlink;
+use crate::logging::Stopwatch;
+use crate::netlink::{Link, Netlink};
 use crate::store::Store;
 
 pub const PLUGIN_NAME: &str = "azure-vnet-ipam";
@@ -77,13 +79,36 @@ pub fn store(req: &Request) -> Store {
 }
 
 /// Ask the source what this node has, as pools. Never under the lock.
-fn fetch_view(req: &Request, a: &IpamArgs) -> Result<Vec<PoolView>> {
+fn fetch_view(req: &Request, a: &IpamArgs, watch: &mut Stopwatch) -> Result<Vec<PoolView>> {
     if a.kind == SourceKind::Null {
         return Ok(Vec::new());
     }
     let nics = source::fetch(a.kind, &req.settings)?;
-    let links = Netlink::connect()?.links()?;
+    watch.lap("source");
+    let links = local_links(&nics, a.master.as_deref())?;
+    watch.lap("links");
     Ok(source::pools_from(&nics, &links, a.master.as_deref()))
+}
+
+/// The links the NICs' MACs can match. The NIC is nearly always `eth0` (or `master`), so look
+/// those up by name and dump every link only if some NIC is still unmatched: on a busy node
+/// the dump is 250 veths long, and ADD would slow down with every pod.
+fn local_links(nics: &[source::NicInfo], master: Option<&str>) -> Result<Vec<Link>> {
+    let nl = Netlink::connect()?;
+    let mut links = Vec::new();
+    for name in master.into_iter().chain(["eth0"]) {
+        if let Some(l) = nl.link_by_name(name)? {
+            links.push(l);
+        }
+    }
+    let all_found = nics
+        .iter()
+        .all(|n| parse_mac(&n.mac).is_some_and(|mac| links.iter().any(|l| l.mac == Some(mac))));
+    if all_found {
+        Ok(links)
+    } else {
+        nl.links()
+    }
 }
 
 fn result_of(a: &Allocation) -> CniResult {
@@ -117,7 +142,8 @@ impl Plugin for IpamPlugin {
 
     fn add(&self, req: &Request) -> Result<CniResult> {
         let a = ipam_args(req)?;
-        let view = fetch_view(req, &a);
+        let mut watch = Stopwatch::new();
+        let view = fetch_view(req, &a, &mut watch);
         let alloc = store(req).update(|file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
             let mut changed = false;
@@ -144,6 +170,7 @@ impl Plugin for IpamPlugin {
             changed |= !alloc.existing;
             Ok((alloc, changed))
         })?;
+        watch.lap("state");
         req.log.info(
             if alloc.existing {
                 "address already held"
@@ -153,6 +180,7 @@ impl Plugin for IpamPlugin {
             &[
                 ("address", Value::from(alloc.address.to_string())),
                 ("pool", Value::from(alloc.pool_id.clone())),
+                watch.field(),
             ],
         );
         Ok(result_of(&alloc))
@@ -228,7 +256,7 @@ impl Plugin for IpamPlugin {
 
     fn status(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
-        let view = fetch_view(req, &a);
+        let view = fetch_view(req, &a, &mut Stopwatch::new());
         let mut file: IpamFile = store(req).load().map_err(|e| {
             e.with_code(Code::LimitedConnectivity)
                 .context("IPAM state unreadable; DEL of existing containers fails too")

@@ -140,7 +140,7 @@ fn find_master(host: &Netlink, master: Option<&str>, pod: IpNetwork) -> Result<L
             .ok_or_else(|| runtime(format!("Failed to find the master interface {name}")));
     }
     let index = host
-        .addresses()?
+        .addresses(pod.is_ipv4())?
         .into_iter()
         .find(|a| a.net.network() == pod.network() && a.net.prefix() == pod.prefix())
         .map(|a| a.index)
