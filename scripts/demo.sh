@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/install-deps.sh
-cargo build --release --quiet --bins
+scripts/build-release.sh
 
 TAG=azdemo$$
 D=$(mktemp -d /tmp/azure-vnet-demo.XXXXXX)
@@ -32,7 +32,7 @@ CONFLIST=${CONFLIST:-conflist/10-azure.conflist}
 NET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONFLIST")
 mkdir -p "$D/net.d" "$D/run" "$D/log" "$D/bin"
 cp "$CONFLIST" "$D/net.d/"
-cp target/release/azure-vnet target/release/azure-vnet-ipam "$D/bin/"
+cp dist/azure-vnet dist/azure-vnet-ipam "$D/bin/"
 
 echo "== simulated Azure VNet: vnet router, node-a (10.224.0.4), node-b (10.224.1.4), API server ILB (10.226.0.4)"
 scripts/testbed.sh up "$TAG" "$D/tb" 30
