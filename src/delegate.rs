@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -73,13 +74,26 @@ pub fn exec(
     cni_path: &[PathBuf],
 ) -> Result<Vec<u8>> {
     let bin = find_plugin(plugin, cni_path)?;
-    let mut child = Process::new(&bin)
-        .env_clear()
+    let mut cmd = Process::new(&bin);
+    cmd.env_clear()
         .envs(vars)
         .env("CNI_COMMAND", command.as_str())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // If we are killed (runtime timeout, OOM), the delegate must not live on and commit an
+    // allocation after the runtime's DEL for this container has already run: that address
+    // would leak. The kernel kills it with us. Its state writes are atomic, so dying mid-way is
+    // safe.
+    // SAFETY: the closure runs in the child between fork and exec and only makes the
+    // async-signal-safe prctl syscall.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| Error::os(Code::Runtime, &e).context(format!("exec {}", bin.display())))?;
     if let Some(mut si) = child.stdin.take() {
