@@ -24,7 +24,7 @@ cmd=$1 tag=$2
 
 down() {
   local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^${tag}-" || true); do
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${tag}-" || true); do
     ip netns del "$ns" 2>/dev/null || true
   done
 }

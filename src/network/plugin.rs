@@ -550,9 +550,7 @@ impl Plugin for NetworkPlugin {
             return ipam_release(req, None);
         }
         for (key, ep) in &records {
-            let ips = endpoint_ips(ep);
-            let routes = datapath::remove_host_routes(&host, &ep.host_if_name, &ips);
-            watch.lap("hostNetlink");
+            let routes = datapath::remove_host_routes(&host, &ep.host_if_name, &endpoint_ips(ep));
             if let Err(e) = routes {
                 req.log.warn(
                     "removing host routes failed",
@@ -564,11 +562,11 @@ impl Plugin for NetworkPlugin {
             }
             // The veth stays: its peer is in the pod and goes with the pod's namespace, which
             // saves the ~20 ms the kernel needs to delete a veth (upstream does the same).
-            for ip in ips {
-                ipam_release(req, Some(ip))?;
-            }
-            watch.lap("ipamExec");
         }
+        watch.lap("hostNetlink");
+        // The record goes before the address is released, so the records are at every moment
+        // a subset of what IPAM has handed out: a DEL killed in between leaves an allocation
+        // without a record, which the runtime's retry releases by container ID.
         store.update(|file: &mut NetworkFile| {
             let mut changed = false;
             if let Some(net) = file.network_mut(&req.conf.conf.name) {
@@ -586,6 +584,12 @@ impl Plugin for NetworkPlugin {
             Ok(((), changed))
         })?;
         watch.lap("stateWrite");
+        for (_, ep) in &records {
+            for ip in endpoint_ips(ep) {
+                ipam_release(req, Some(ip))?;
+            }
+        }
+        watch.lap("ipamExec");
         let keys: Vec<Value> = records
             .iter()
             .map(|(k, _)| Value::from(k.as_str()))
