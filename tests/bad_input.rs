@@ -280,3 +280,320 @@ fn azure_vnet_ipam_bad_input_table() {
     assert!(cases.len() >= 20);
     run_cases(&tb, &ipam_bin(), cases);
 }
+
+// ---- azure-vnet -------------------------------------------------------------------------
+
+/// The seed's plugin config at `version`, on the file source unless `wire` (wireserver).
+fn vconf(version: &str, extra: &str) -> String {
+    format!(
+        r#"{{"cniVersion":"{version}","name":"azure","type":"azure-vnet","mode":"transparent","ipsToRouteViaHost":["169.254.20.10"],"ipam":{{"type":"azure-vnet-ipam","environment":"file"}}{extra}}}"#
+    )
+}
+
+struct VCase {
+    name: &'static str,
+    env: Vec<(&'static str, Option<String>)>,
+    stdin: String,
+    files: Vec<(&'static str, State)>,
+    lock: Option<&'static str>,
+    code: u64,
+    words: &'static str,
+}
+
+fn vcase(name: &'static str, code: u64, words: &'static str) -> VCase {
+    VCase {
+        name,
+        env: vec![],
+        stdin: vconf("0.3.0", ""),
+        files: vec![],
+        lock: None,
+        code,
+        words,
+    }
+}
+
+impl VCase {
+    fn env(mut self, k: &'static str, v: Option<&str>) -> Self {
+        self.env.push((k, v.map(String::from)));
+        self
+    }
+    fn stdin(mut self, s: impl Into<String>) -> Self {
+        self.stdin = s.into();
+        self
+    }
+    fn file(mut self, name: &'static str, s: State) -> Self {
+        self.files.push((name, s));
+        self
+    }
+}
+
+/// An azure-vnet.json as upstream writes it (spec B.4.2), one endpoint.
+const UPSTREAM_VNET: &str = r#"{
+	"Network": {
+		"CnsClient": null,
+		"Version": "v1.6.21",
+		"TimeStamp": "2026-08-20T19:46:14.123456789Z",
+		"ExternalInterfaces": {
+			"eth0": {
+				"Name": "eth0",
+				"Networks": {
+					"azure": {
+						"Id": "azure",
+						"Mode": "transparent",
+						"VlanId": 0,
+						"Subnets": [{"Family": 2, "Prefix": {"IP": "10.224.0.0", "Mask": "//8AAA=="}, "Gateway": "10.224.0.1", "PrimaryIP": ""}],
+						"Endpoints": {
+							"ee86fb8b-eth0": {"Id": "ee86fb8b-eth0", "IfName": "eth0", "HostIfName": "azvd3e9f8799af", "ContainerID": "ee86fb8b1d6c", "IPAddresses": [{"IP": "10.224.0.5", "Mask": "//8AAA=="}], "NICType": "InfraNIC"}
+						},
+						"DNS": {"Suffix": "", "Servers": null, "Options": null},
+						"EnableSnatOnHost": false,
+						"NetNs": "",
+						"SnatBridgeIP": ""
+					}
+				},
+				"Subnets": ["10.224.0.0/16"],
+				"BridgeName": "",
+				"DNSInfo": {"Suffix": "", "Servers": null, "Options": null},
+				"MacAddress": "AA06Sxwt",
+				"IPAddresses": null,
+				"Routes": null,
+				"IPv4Gateway": "0.0.0.0",
+				"IPv6Gateway": "::"
+			}
+		}
+	}
+}"#;
+
+fn vnet_cases(ws: &BTreeMap<&str, String>) -> Vec<VCase> {
+    let big = format!(
+        r#"{{"cniVersion":"0.3.0","name":"azure","pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    // The seed's config as is: the default `azure` source, i.e. the (fake) wireserver.
+    let wire = |_mode: &str| vconf("0.3.0", "").replace(r#","environment":"file""#, "");
+    let wire_env = |mode: &str| Some(ws[mode].clone());
+    let truncated = UPSTREAM_VNET[..UPSTREAM_VNET.len() * 2 / 3].to_string();
+    vec![
+        vcase("no CNI_COMMAND", 4, "CNI_COMMAND").env("CNI_COMMAND", None),
+        vcase("lower-case command", 4, "unknown CNI_COMMAND").env("CNI_COMMAND", Some("add")),
+        vcase("ADD without CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", None),
+        vcase("ADD without CNI_IFNAME", 4, "CNI_IFNAME").env("CNI_IFNAME", None),
+        vcase("container ID with a slash", 4, "CNI_CONTAINERID")
+            .env("CNI_CONTAINERID", Some("a/../../b")),
+        vcase(
+            "unknown CNI_ARGS key, no IgnoreUnknown",
+            4,
+            "unknown CNI_ARGS key",
+        )
+        .env("CNI_ARGS", Some("K8S_POD_NAME=x;FOO=bar")),
+        vcase("CNI_ARGS pair without =", 4, "no '='")
+            .env("CNI_ARGS", Some("IgnoreUnknown=1;K8S_POD_NAME")),
+        vcase("invalid JSON", 6, "parse").stdin("{\"cniVersion\": \"0.3.0\", \"name\""),
+        vcase("oversized stdin", 6, "larger than").stdin(big),
+        vcase("unknown cniVersion", 1, "incompatible CNI versions").stdin(vconf("0.5.0", "")),
+        vcase("CHECK at 0.3.0", 1, "CHECK").env("CNI_COMMAND", Some("CHECK")),
+        vcase("GC at 1.0.0", 1, "GC")
+            .env("CNI_COMMAND", Some("GC"))
+            .stdin(vconf("1.0.0", "")),
+        vcase("GC without valid-attachments", 7, "valid-attachments")
+            .env("CNI_COMMAND", Some("GC"))
+            .stdin(vconf("1.1.0", "")),
+        vcase("missing network name", 7, "name")
+            .stdin(vconf("0.3.0", "").replace(r#""name":"azure","#, "")),
+        vcase("mode bridge", 2, "transparent")
+            .stdin(vconf("0.3.0", "").replace("transparent", "bridge")),
+        vcase("no mode", 2, "transparent")
+            .stdin(vconf("0.3.0", "").replace(r#""mode":"transparent","#, "")),
+        vcase("no ipam", 7, "ipam.type").stdin(
+            r#"{"cniVersion":"0.3.0","name":"azure","type":"azure-vnet","mode":"transparent"}"#,
+        ),
+        vcase("ipam.type is a path", 7, "invalid plugin type").stdin(
+            vconf("0.3.0", "").replace(r#""type":"azure-vnet-ipam""#, r#""type":"../../bin/sh""#),
+        ),
+        vcase("IPAM binary missing", 100, "failed to find plugin")
+            .stdin(vconf("0.3.0", "").replace("azure-vnet-ipam", "no-such-ipam")),
+        vcase(
+            "CNI_NETNS is a plain file",
+            999,
+            "is not a network namespace",
+        )
+        .env("CNI_NETNS", Some("/etc/hostname")),
+        vcase("CNI_NETNS does not exist", 3, "no-such-netns")
+            .env("CNI_NETNS", Some("/var/run/netns/no-such-netns")),
+        vcase("azure-vnet.json garbage", 11, "corrupt")
+            .file("azure-vnet.json", State::Bytes(b"\x7fELF garbage".to_vec())),
+        vcase("upstream azure-vnet.json truncated", 11, "corrupt")
+            .file("azure-vnet.json", State::Bytes(truncated.into_bytes())),
+        vcase("azure-vnet.json of the wrong shape", 11, "corrupt").file(
+            "azure-vnet.json",
+            State::Bytes(
+                br#"{"Network":{"ExternalInterfaces":{"eth0":{"Networks":[]}}}}"#.to_vec(),
+            ),
+        ),
+        vcase("azure-vnet.json is a symlink", 5, "symlink").file("azure-vnet.json", State::Symlink),
+        vcase("DEL with azure-vnet.json garbage", 11, "corrupt")
+            .env("CNI_COMMAND", Some("DEL"))
+            .file("azure-vnet.json", State::Bytes(b"{\"Network\": {".to_vec())),
+        vcase("azure-vnet-ipam.json corrupt", 11, "corrupt")
+            .file("azure-vnet-ipam.json", State::Bytes(b"[]]".to_vec())),
+        vcase(
+            "upstream IPAM file with every address in use",
+            100,
+            "No available addresses",
+        )
+        .file("azure-vnet-ipam.json", State::Bytes(FULL_STATE.into()))
+        .file("azure-vnet.json", State::Bytes(UPSTREAM_VNET.into())),
+        vcase(
+            "wireserver answers garbage",
+            100,
+            "invalid NMAgent interface XML",
+        )
+        .stdin(wire("garbage"))
+        .env("AZURE_VNET_WIRESERVER_URL", wire_env("garbage").as_deref()),
+        vcase("wireserver answers HTTP 500", 100, "HTTP status 500")
+            .stdin(wire("status500"))
+            .env(
+                "AZURE_VNET_WIRESERVER_URL",
+                wire_env("status500").as_deref(),
+            ),
+        vcase("wireserver answer is huge", 100, "larger than")
+            .stdin(wire("huge"))
+            .env("AZURE_VNET_WIRESERVER_URL", wire_env("huge").as_deref()),
+        vcase(
+            "wireserver answer is deeply nested",
+            100,
+            "no available address pools",
+        )
+        .stdin(wire("deep"))
+        .env("AZURE_VNET_WIRESERVER_URL", wire_env("deep").as_deref()),
+        vcase("wireserver answers too slowly", 100, "wireserver")
+            .stdin(wire("slow"))
+            .env("AZURE_VNET_WIRESERVER_URL", wire_env("slow").as_deref()),
+        VCase {
+            lock: Some("azure-vnet"),
+            ..vcase("veth name lock held", 11, "timed out locking store")
+        },
+    ]
+}
+
+fn run_vnet_cases(tb: &Testbed, cases: Vec<VCase>) {
+    let (pod_ns, pod_path) = tb.pod("badvnet");
+    let mut failures = Vec::new();
+    for (i, c) in cases.into_iter().enumerate() {
+        let run = TempDir::new("vbad");
+        for (name, st) in &c.files {
+            let p = run.join(name);
+            match st {
+                State::None => {}
+                State::Bytes(b) => std::fs::write(&p, b).unwrap(),
+                State::Symlink => {
+                    std::fs::write(run.join("elsewhere.json"), UPSTREAM_VNET).unwrap();
+                    std::os::unix::fs::symlink(run.join("elsewhere.json"), &p).unwrap();
+                }
+            }
+        }
+        let cid = format!("vbad-{i}");
+        let _lock = c.lock.map(|_| {
+            let hv = host_veth("default.badpod");
+            let stripe = azure_vnet_cni::network::names::veth_lock_name(&hv);
+            azure_vnet_cni::store::lock::acquire(
+                &run.join("azure-vnet").join(stripe),
+                Duration::from_secs(1),
+            )
+            .unwrap()
+        });
+        let mut env = with(
+            tb.env("a"),
+            &[
+                ("CNI_COMMAND".into(), "ADD".into()),
+                ("CNI_CONTAINERID".into(), cid.clone()),
+                ("CNI_NETNS".into(), pod_path.display().to_string()),
+                ("CNI_IFNAME".into(), "eth0".into()),
+                ("CNI_PATH".into(), cni_path()),
+                kubelet_args("default", "badpod", &cid),
+                (
+                    "AZURE_VNET_RUN_DIR".into(),
+                    run.path().display().to_string(),
+                ),
+                ("AZURE_VNET_LOCK_TIMEOUT_MS".into(), "200".into()),
+            ],
+        );
+        for (k, v) in &c.env {
+            env.retain(|(ek, _)| ek != k);
+            if let Some(v) = v {
+                env.push((k.to_string(), v.clone()));
+            }
+        }
+        let before = (
+            snapshot(run.path()),
+            links(&tb.node("a")),
+            routes(&tb.node("a")),
+            links(&pod_ns),
+        );
+        let out = run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, c.stdin.as_bytes());
+        let after = (
+            snapshot(run.path()),
+            links(&tb.node("a")),
+            routes(&tb.node("a")),
+            links(&pod_ns),
+        );
+        let verdict = (|| -> Result<(), String> {
+            if out.code != 1 {
+                return Err(format!("exit {} (stdout {:?})", out.code, out.stdout));
+            }
+            let v: serde_json::Value = serde_json::from_str(&out.stdout)
+                .map_err(|e| format!("stdout not JSON: {e}: {:?}", out.stdout))?;
+            if v["code"] != c.code {
+                return Err(format!("code {} != {}: {v}", v["code"], c.code));
+            }
+            let msg = v["msg"].as_str().unwrap_or("");
+            if !msg.contains(c.words) {
+                return Err(format!("msg lacks {:?}: {msg}", c.words));
+            }
+            if before.0 != after.0 {
+                return Err(format!(
+                    "run dir changed: {:?} -> {:?}",
+                    before.0.keys(),
+                    after.0.keys()
+                ));
+            }
+            if before.1 != after.1 || before.2 != after.2 || before.3 != after.3 {
+                return Err("the network changed".into());
+            }
+            if out.stderr.contains("panicked") {
+                return Err(format!("panicked: {}", out.stderr));
+            }
+            Ok(())
+        })();
+        if let Err(e) = verdict {
+            failures.push(format!("{}: {e}", c.name));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn azure_vnet_bad_input_table() {
+    let tb = Testbed::up(2);
+    let modes = ["garbage", "status500", "huge", "deep", "slow"];
+    let servers: Vec<Wireserver> = modes
+        .iter()
+        .map(|m| Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), m))
+        .collect();
+    let urls: BTreeMap<&str, String> = modes
+        .iter()
+        .zip(&servers)
+        .map(|(m, w)| (*m, w.url.clone()))
+        .collect();
+    let cases = vnet_cases(&urls);
+    assert!(
+        cases.len() + ipam_cases().len() >= 40,
+        "at least 40 cases across both binaries"
+    );
+    run_vnet_cases(&tb, cases);
+}

@@ -407,15 +407,16 @@ impl Plugin for NetworkPlugin {
         // Everything below, up to the record, is one claim on the host veth name.
         let _veth_guard = veth_lock(req, &id.host_veth)?;
         let mut watch = Stopwatch::new();
-        if let Some(file) = store.load_if_mentions::<NetworkFile>(&req.env.container_id)? {
-            if let Some((key, ep)) = find_record(&file, req, &id)? {
-                // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
-                req.log.info(
-                    "endpoint exists; returning its result",
-                    &[("endpoint", Value::from(key.as_str()))],
-                );
-                return result_from_record(&file, req, &ep);
-            }
+        // Loaded (and so validated) before anything is done: a state file we could not
+        // update at the end is refused now, before IPAM or the kernel are touched.
+        let file: NetworkFile = store.load()?;
+        if let Some((key, ep)) = find_record(&file, req, &id)? {
+            // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
+            req.log.info(
+                "endpoint exists; returning its result",
+                &[("endpoint", Value::from(key.as_str()))],
+            );
+            return result_from_record(&file, req, &ep);
         }
         watch.lap("stateRead");
         if datapath::ensure_ip_forward()? {
@@ -453,10 +454,7 @@ impl Plugin for NetworkPlugin {
             }
             // Upstream does the same: the name belongs to this pod; what holds it is a previous
             // sandbox of the pod or a leftover of an interrupted ADD.
-            let owner = store
-                .load::<NetworkFile>()?
-                .veth_owner(&id.host_veth)?
-                .unwrap_or_default();
+            let owner = file.veth_owner(&id.host_veth)?.unwrap_or_default();
             req.log.warn(
                 "deleting an existing host veth of the same name",
                 &[
