@@ -22,6 +22,7 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -408,6 +409,25 @@ impl Netlink {
             })
             .filter(|r| r.table == RT_TABLE_MAIN)
             .collect())
+    }
+
+    // ---- namespaces -------------------------------------------------------------------
+
+    /// The ID this namespace has given the namespace behind `fd` (what a veth's
+    /// `IFLA_LINK_NETNSID` names), if it has given it one.
+    pub fn nsid_of(&self, fd: RawFd) -> Result<Option<i32>> {
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(fd as u32));
+        let replies = self
+            .request(RouteNetlinkMessage::GetNsId(msg), NLM_F_REQUEST)
+            .map_err(|e| e.context("look up netns id"))?;
+        Ok(replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewNsId(n) => n.attributes.iter().find_map(|a| match a {
+                NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }))
     }
 
     // ---- neighbours -------------------------------------------------------------------

@@ -591,3 +591,167 @@ fn log_lines_carry_pid_command_container_and_duration() {
     let ipam_log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
     assert!(ipam_log.contains("\"containerID\":\"cid-log\""));
 }
+
+#[test]
+fn eight_character_ids_do_not_take_over_each_others_records() {
+    // ctr in namespace `k8s`: `k8s-pod1x` has short ID `k8s-pod1-eth0`; `k8s-pod1` is 8
+    // characters, so its short ID is the same and its long ID must not be.
+    let tb = Testbed::up(5);
+    let (zns, zp) = tb.pod("z");
+    let (yns, yp) = tb.pod("y");
+    vnet_call(&tb, "a", "ADD", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "ADD", "k8s-pod1", &p(&yp), None, VNET_CONF).ok();
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    let owners: BTreeSet<&str> = eps
+        .values()
+        .map(|e| e["ContainerID"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        owners,
+        ["k8s-pod1", "k8s-pod1x"].into_iter().collect(),
+        "{:?}",
+        eps.keys()
+    );
+    for (cid, path, ns) in [("k8s-pod1x", &zp, &zns), ("k8s-pod1", &yp, &yns)] {
+        vnet_call(&tb, "a", "CHECK", cid, &p(path), None, VNET_CONF).ok();
+        ping(ns, NODE_A_IP);
+    }
+    // GC with both valid keeps both pods wired.
+    let conf = VNET_CONF.replacen(
+        '{',
+        r#"{"cni.dev/valid-attachments":[{"containerID":"k8s-pod1x","ifname":"eth0"},{"containerID":"k8s-pod1","ifname":"eth0"}],"#,
+        1,
+    );
+    let env = with(
+        tb.env("a"),
+        &[
+            ("CNI_COMMAND".into(), "GC".into()),
+            ("CNI_PATH".into(), cni_path()),
+        ],
+    );
+    run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+    ping(&zns, NODE_A_IP);
+    ping(&yns, NODE_A_IP);
+    assert_eq!(ips_in_use(&tb.ipam_state("a")).len(), 2);
+    vnet_call(&tb, "a", "DEL", "k8s-pod1", &p(&yp), None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "CHECK", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+}
+
+#[test]
+fn a_second_interface_of_an_attached_container_touches_nothing() {
+    let tb = Testbed::up(5);
+    let (ns, path) = tb.pod("multi");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-multi",
+        &p(&path),
+        Some("multi"),
+        VNET_CONF,
+    )
+    .ok();
+    let before = snapshot(&tb, "a", &ns);
+    let with_if = |cmd: &str, ifname: &str| {
+        let env = with(
+            with(tb.env("a"), &cni_env(cmd, "cid-multi", &p(&path), ifname)),
+            &[kubelet_args("default", "multi", "cid-multi")],
+        );
+        run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, VNET_CONF.as_bytes())
+    };
+    // A DEL for an interface this container never had: success, and eth0 keeps its address.
+    with_if("DEL", "net1").ok();
+    assert_eq!(before, snapshot(&tb, "a", &ns));
+    // A second ADD would share eth0's address and veth: refused, nothing changed.
+    let e = with_if("ADD", "net1").err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("one attachment per container"),
+        "{e}"
+    );
+    assert_eq!(before, snapshot(&tb, "a", &ns));
+    vnet_call(
+        &tb,
+        "a",
+        "CHECK",
+        "cid-multi",
+        &p(&path),
+        Some("multi"),
+        VNET_CONF,
+    )
+    .ok();
+    ping(&ns, NODE_A_IP);
+}
+
+#[test]
+fn an_ipam_result_without_ipv4_is_rolled_back_too() {
+    let tb = Testbed::up(5);
+    let data = tb.dir.join("hl6");
+    let conf = format!(
+        r#"{{"cniVersion":"1.0.0","name":"azure","type":"azure-vnet","mode":"transparent","ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"fd00:1::/64"}}]]}}}}"#,
+        data.display()
+    );
+    let (ns, path) = tb.pod("v6");
+    let before = snapshot(&tb, "a", &ns);
+    let e = vnet_call(&tb, "a", "ADD", "cid-v6", &p(&path), Some("v6"), &conf).err(100);
+    assert!(
+        e["msg"].as_str().unwrap().contains("no IPv4 address"),
+        "{e}"
+    );
+    assert_eq!(before, snapshot(&tb, "a", &ns));
+    let leases: Vec<String> = std::fs::read_dir(data.join("azure"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leases
+            .iter()
+            .all(|l| l.starts_with("last_reserved_ip") || l == "lock"),
+        "host-local lease left: {leases:?}"
+    );
+}
+
+#[test]
+fn status_and_gc_with_an_ipam_plugin_older_than_cni_1_1() {
+    // Debian's host-local speaks up to 1.0.0: azure-vnet must not relay its refusal.
+    let tb = Testbed::up(5);
+    let conf = format!(
+        r#"{{"cniVersion":"1.1.0","name":"azure","type":"azure-vnet","mode":"transparent","cni.dev/valid-attachments":[],"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.224.0.0/16","rangeStart":"10.224.0.200","rangeEnd":"10.224.0.209"}}]]}}}}"#,
+        tb.dir.join("hl").display()
+    );
+    for cmd in ["STATUS", "GC"] {
+        let env = with(
+            tb.env("a"),
+            &[
+                ("CNI_COMMAND".into(), cmd.into()),
+                ("CNI_PATH".into(), cni_path()),
+            ],
+        );
+        run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+    }
+}
+
+#[test]
+fn del_after_state_loss_spares_a_newer_sandbox_of_the_same_pod() {
+    // Sandbox 1 of pod default/web is gone from the records (state lost); sandbox 2 of the
+    // same pod holds the pod's veth name. Sandbox 1's DEL must not cut sandbox 2 off.
+    let tb = Testbed::up(5);
+    let (_, p1) = tb.pod("sb1");
+    let (ns2, p2) = tb.pod("sb2");
+    vnet_call(&tb, "a", "ADD", "cid-sb2", &p(&p2), Some("web"), VNET_CONF).ok();
+    std::fs::remove_file(tb.run_dir("a").join("azure-vnet.json")).unwrap();
+    vnet_call(&tb, "a", "DEL", "cid-sb1", &p(&p1), Some("web"), VNET_CONF).ok();
+    assert!(links(&tb.node("a")).contains(&host_veth("default.web")));
+    ping(&ns2, NODE_A_IP);
+    assert_eq!(
+        ips_in_use(&tb.ipam_state("a")).values().collect::<Vec<_>>(),
+        vec!["cid-sb2"]
+    );
+}

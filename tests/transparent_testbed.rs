@@ -123,7 +123,7 @@ fn assert_records(tb: &Testbed, p: &Pod, cid: &str) {
     // cnitool's IDs share "cnitool-": the first pod gets upstream's short ID, later ones the
     // long form (spec A.3.2).
     assert!(
-        *key == format!("{}-eth0", &cid[..8]) || *key == format!("{cid}-eth0"),
+        *key == format!("{}-eth0", &cid[..8]) || *key == format!("{cid}/eth0"),
         "{key}"
     );
     assert_eq!(ep["Id"], key.as_str());

@@ -35,9 +35,12 @@ pub fn short_endpoint_id(container_id: &str, ifname: &str) -> String {
 }
 
 /// Used when the short ID is taken by another container (spec A.3.2: cnitool's
-/// `cnitool-<hash>` and ctr's `default-<name>` share their first 8 characters).
+/// `cnitool-<hash>` and ctr's `default-<name>` share their first 8 characters). The `/` cannot
+/// appear in a container ID, an interface name, or so in any short ID: a long ID never equals
+/// another container's short ID (with `-`, ctr's `k8s-pod1` + `eth0` would be `k8s-pod1x`'s
+/// short ID), and two long IDs are equal only for the same container and interface.
 pub fn long_endpoint_id(container_id: &str, ifname: &str) -> String {
-    format!("{container_id}-{ifname}")
+    format!("{container_id}/{ifname}")
 }
 
 /// Lock stripe guarding one host veth name between ADD, DEL and GC (see the plugin).
@@ -83,7 +86,16 @@ mod tests {
         for (cid, ifname, want) in table {
             assert_eq!(short_endpoint_id(cid, ifname), want);
         }
-        assert_eq!(long_endpoint_id("default-c1", "eth0"), "default-c1-eth0");
+        assert_eq!(long_endpoint_id("default-c1", "eth0"), "default-c1/eth0");
+        // The collision a `-` would allow: an 8-character ID's short form is its long form.
+        assert_ne!(
+            long_endpoint_id("k8s-pod1", "eth0"),
+            short_endpoint_id("k8s-pod1x", "eth0")
+        );
+        assert_ne!(
+            long_endpoint_id("abcd1234", "eth0"),
+            short_endpoint_id("abcd1234", "eth0")
+        );
     }
 
     #[test]

@@ -381,6 +381,31 @@ fn netns_of(req: &Request) -> Result<Netns> {
     Netns::open(path)
 }
 
+/// Whether an unclaimed host veth is this DEL's to remove: its peer never reached a pod (an
+/// interrupted ADD), or it is in this DEL's own namespace. A peer in another namespace may be a
+/// newer sandbox of the same pod (same veth name) whose record was lost: leave it.
+fn leftover_of_this_pod(host: &Netlink, link: &Link, req: &Request) -> bool {
+    let Some(peer_ns) = link.peer_netnsid else {
+        return true;
+    };
+    let ours = req
+        .env
+        .netns
+        .as_deref()
+        .and_then(|p| Netns::open(p).ok())
+        .and_then(|ns| host.nsid_of(ns.raw_fd()).ok().flatten());
+    ours == Some(peer_ns)
+}
+
+/// Whether the IPAM plugin speaks CNI 1.1 (GC, STATUS): its VERSION answer lists 1.1.0.
+fn ipam_speaks_1_1(req: &Request) -> Result<bool> {
+    let out = ipam_exec(req, Command::Version, None)?;
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    Ok(v["supportedVersions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "1.1.0")))
+}
+
 impl Plugin for NetworkPlugin {
     fn name(&self) -> &'static str {
         PLUGIN_NAME
@@ -418,6 +443,15 @@ impl Plugin for NetworkPlugin {
             );
             return result_from_record(&file, req, &ep);
         }
+        // One attachment per container: azure-vnet-ipam hands out one address per container
+        // ID, and the host veth is named after the pod, so a second interface would share the
+        // first one's address and replace its veth (upstream has the same limit, silently).
+        if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
+            return Err(runtime(format!(
+                "container {} already has an azure-vnet endpoint ({key} in network {net}): one attachment per container",
+                req.env.container_id
+            )));
+        }
         watch.lap("stateRead");
         if datapath::ensure_ip_forward()? {
             req.log
@@ -431,6 +465,9 @@ impl Plugin for NetworkPlugin {
         let out = ipam_exec(req, Command::Add, None)
             .map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
         watch.lap("ipamExec");
+        // From here the IPAM plugin holds an address for this container, whatever its result
+        // says: release by container ID (the container has no other attachment, see above).
+        rollback.push("release the IP", move || ipam_release(req, None));
         let ipam =
             CniResult::from_slice(&out, req.conf.version).map_err(|e| e.context("IPAM result"))?;
         let ipc = ipam
@@ -440,9 +477,6 @@ impl Plugin for NetworkPlugin {
             .cloned()
             .ok_or_else(|| runtime("IPAM returned no IPv4 address"))?;
         let address = ipc.address;
-        rollback.push("release the IP", move || {
-            ipam_release(req, Some(address.ip()))
-        });
 
         let master = find_master(&host, req.conf.conf.master.as_deref(), address)?;
         if let Some(old) = host.link_by_name(&id.host_veth)? {
@@ -534,9 +568,20 @@ impl Plugin for NetworkPlugin {
             // container ID, and remove a host veth of ours that no record claims (spec A.3.5).
             let _guard = veth_lock(req, &id.host_veth)?;
             let file: NetworkFile = store.load()?;
+            if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
+                // The container's one attachment is another one (network or interface): its
+                // address and veth are not this DEL's to touch.
+                req.log.info(
+                    "nothing to delete: the container's endpoint is another one",
+                    &[("endpoint", Value::from(format!("{net}/{key}")))],
+                );
+                return Ok(());
+            }
             if file.veth_owner(&id.host_veth)?.is_none() {
                 if let Some(link) = host.link_by_name(&id.host_veth)? {
-                    if link.kind.as_deref() == Some("veth") {
+                    if link.kind.as_deref() == Some("veth")
+                        && leftover_of_this_pod(&host, &link, req)
+                    {
                         host.delete_link(link.index)?;
                         req.log.info(
                             "deleted an unclaimed host veth",
@@ -627,6 +672,9 @@ impl Plugin for NetworkPlugin {
                 pod_mac,
             },
         )?;
+        if let Err(e) = ipam_exec(req, Command::Check, None) {
+            diffs.push(format!("the IPAM plugin says: {}", e.msg()));
+        }
         if let Some(prev) = &req.conf.conf.prev_result {
             let prev = CniResult::from_value(prev, req.conf.version)?;
             if !prev.ips.iter().any(|ip| ip.address.ip() == address.ip()) {
@@ -678,7 +726,13 @@ impl Plugin for NetworkPlugin {
         })?;
         let host = Netlink::connect()?;
         for ep in &removed {
-            datapath::remove_host_routes(&host, &ep.host_if_name, &endpoint_ips(ep))?;
+            if let Err(e) = datapath::remove_host_routes(&host, &ep.host_if_name, &endpoint_ips(ep))
+            {
+                req.log.warn(
+                    "gc: removing host routes failed",
+                    &[("error", Value::from(e.msg()))],
+                );
+            }
         }
         // Host veths no record claims: those of the endpoints just removed, and leftovers of
         // ADDs killed before their record. One an ADD is still building holds its veth lock.
@@ -690,18 +744,36 @@ impl Plugin for NetworkPlugin {
                 continue;
             };
             let file: NetworkFile = store.load()?;
-            if file.veth_owner(&link.name)?.is_none() {
-                host.delete_link(link.index)?;
-                req.log.info(
+            if file.veth_owner(&link.name)?.is_some() {
+                continue;
+            }
+            // Look again under the lock: a DEL or the pod's namespace teardown may have
+            // removed it since the listing.
+            let Some(now) = host.link_by_name(&link.name)? else {
+                continue;
+            };
+            match host.delete_link(now.index) {
+                Ok(()) => req.log.info(
                     "gc deleted host veth",
                     &[("veth", Value::from(link.name.as_str()))],
-                );
+                ),
+                Err(e) if e.is_errno(nix::libc::ENODEV) => {}
+                Err(e) => return Err(e),
             }
         }
-        ipam_exec(req, Command::Gc, None).map(|_| ())
+        // An IPAM plugin older than CNI 1.1 has no GC (libcni's DEL of stale cached
+        // attachments covers it).
+        if ipam_speaks_1_1(req)? {
+            ipam_exec(req, Command::Gc, None)?;
+        }
+        Ok(())
     }
 
     fn status(&self, req: &Request) -> Result<()> {
-        ipam_exec(req, Command::Status, None).map(|_| ())
+        // An IPAM plugin older than CNI 1.1 cannot say; we have nothing else to report.
+        if ipam_speaks_1_1(req)? {
+            ipam_exec(req, Command::Status, None)?;
+        }
+        Ok(())
     }
 }

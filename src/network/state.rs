@@ -256,6 +256,22 @@ impl NetworkFile {
         Ok(out)
     }
 
+    /// Every record of container `cid`, in any network: (network, key, record).
+    pub fn records_of(&self, cid: &str) -> Result<Vec<(String, String, Endpoint)>> {
+        let mut out = Vec::new();
+        for (net, n) in self.networks() {
+            for (k, raw) in &n.endpoints {
+                if raw.mentions(cid) {
+                    let ep = raw.parse()?;
+                    if ep.container_id == cid {
+                        out.push((net.clone(), k.clone(), ep));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The container that owns host veth `name` in any network, if any.
     pub fn veth_owner(&self, name: &str) -> Result<Option<String>> {
         for (_, n) in self.networks() {

@@ -459,7 +459,11 @@ pub fn ips_in_use(state: &Value) -> BTreeMap<String, String> {
             {
                 for (ip, rec) in pool["Addresses"].as_object().into_iter().flatten() {
                     if rec["InUse"] == true {
-                        out.insert(ip.clone(), rec["ID"].as_str().unwrap_or("").to_string());
+                        let owner = rec["ID"].as_str().unwrap_or("").to_string();
+                        // Pools may overlap: the same IP in use in two pools is two owners.
+                        if let Some(other) = out.insert(ip.clone(), owner.clone()) {
+                            panic!("{ip} is in use twice: by {other} and by {owner}");
+                        }
                     }
                 }
             }
