@@ -218,6 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_the_trip_to_the_ipam_plugin() {
+        // Found by fuzzing (fuzz/fuzz_targets/config.rs): serde_json's default float parser
+        // may be one ULP off, so a number we printed read back as another one (in the config
+        // we hand to IPAM, and in unknown state-file fields). Cargo.toml enables
+        // `float_roundtrip`; Go's encoding/json, like it, parses floats exactly.
+        for num in [
+            "1.8446742477300954e20",
+            "184467424773009551615",
+            "2.2250738585072011e-308",
+            "5e-324",
+            "1.7976931348623157e308",
+            "0.1",
+            "-0",
+            "18446744073709551615",
+            "-9223372036854775808",
+        ] {
+            let p = ParsedConf::parse(format!(r#"{{"name":"n","x":[{num}]}}"#).as_bytes()).unwrap();
+            let sent = serde_json::to_vec(&p.raw).unwrap();
+            let got = ParsedConf::parse(&sent).unwrap();
+            assert_eq!(got.raw, p.raw, "{num} came back as {}", got.raw["x"][0]);
+            let direct: f64 = num.parse().unwrap();
+            assert_eq!(p.raw["x"][0].as_f64(), Some(direct), "{num} parsed exactly");
+        }
+    }
+
+    #[test]
     fn missing_version_means_020() {
         let p = ParsedConf::parse(br#"{"name":"n"}"#).unwrap();
         assert_eq!(p.version, Version::V0_2_0);

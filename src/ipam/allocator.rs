@@ -146,23 +146,32 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
     }
     let in_scope = |id: &str| req.pool.is_none_or(|p| p == id);
 
+    // Pools may overlap (a source listing overlapping prefixes, a prefix that changed while
+    // addresses were in use): an address in use in one pool is not free in any other.
+    let taken = in_use(space);
+
     // A specific address.
     if let Some(want) = req.address {
         let key = want.to_string();
+        let held = |p: &Pool| {
+            p.addresses
+                .get(&key)
+                .is_some_and(|r| r.in_use && r.id == req.container_id)
+        };
         let pool = space
             .pools
             .values_mut()
-            .find(|p| in_scope(&p.id) && p.addresses.contains_key(&key))
+            .filter(|p| in_scope(&p.id) && p.addresses.contains_key(&key))
+            .min_by_key(|p| !held(p))
             .ok_or_else(|| {
                 runtime(format!(
                     "Address not found: {key} is in no pool of this node"
                 ))
             })?;
-        let rec = &pool.addresses[&key];
-        if rec.id == req.container_id && rec.in_use {
+        if held(pool) {
             return allocation(pool, want, true);
         }
-        if !rec.is_free() {
+        if !pool.addresses[&key].is_free() || taken.contains(&want) {
             return Err(runtime(format!("Address already in use: {key}")));
         }
         return take(pool, &key, req.container_id);
@@ -194,7 +203,7 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
     if candidates.is_empty() {
         return Err(runtime("no available address pools"));
     }
-    candidates.retain(|p| p.addresses.values().any(AddressRecord::is_free));
+    candidates.retain(|p| next_free(p, &taken).is_some());
     candidates.sort_by(|a, b| {
         b.priority
             .cmp(&a.priority)
@@ -208,17 +217,30 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
         .pools
         .get_mut(&pool_id)
         .ok_or_else(|| runtime("pool vanished"))?;
-    let key = next_free(pool).ok_or_else(|| runtime("No available addresses"))?;
+    let key = next_free(pool, &taken).ok_or_else(|| runtime("No available addresses"))?;
     take(pool, &key, req.container_id)
 }
 
-/// The first free address after `last_allocated` in numeric order, wrapping around.
-fn next_free(pool: &Pool) -> Option<String> {
+/// Every address some record holds, in any pool.
+fn in_use(space: &AddressSpace) -> HashSet<IpAddr> {
+    space
+        .pools
+        .values()
+        .flat_map(|p| p.addresses.iter())
+        .filter(|(_, r)| !r.is_free())
+        .filter_map(|(k, r)| record_ip(k, r))
+        .collect()
+}
+
+/// The first free address after `last_allocated` in numeric order, wrapping around; addresses
+/// in `taken` (in use in another pool) are not free.
+fn next_free(pool: &Pool, taken: &HashSet<IpAddr>) -> Option<String> {
     let mut free: Vec<(IpAddr, &String)> = pool
         .addresses
         .iter()
         .filter(|(_, r)| r.is_free())
         .filter_map(|(k, r)| record_ip(k, r).map(|ip| (ip, k)))
+        .filter(|(ip, _)| !taken.contains(ip))
         .collect();
     free.sort();
     let cursor: Option<IpAddr> = pool.last_allocated.as_deref().and_then(|s| s.parse().ok());
@@ -279,13 +301,18 @@ pub fn gc(space: &mut AddressSpace, valid: &HashSet<&str>) -> Vec<IpAddr> {
     released
 }
 
+/// How many addresses could be handed out (free, and not in use in another pool).
 pub fn free_count(space: &AddressSpace) -> usize {
-    space
+    let taken = in_use(space);
+    let free: HashSet<IpAddr> = space
         .pools
         .values()
-        .flat_map(|p| p.addresses.values())
-        .filter(|r| r.is_free())
-        .count()
+        .flat_map(|p| p.addresses.iter())
+        .filter(|(_, r)| r.is_free())
+        .filter_map(|(k, r)| record_ip(k, r))
+        .filter(|ip| !taken.contains(ip))
+        .collect();
+    free.len()
 }
 
 #[cfg(test)]
@@ -494,6 +521,51 @@ mod tests {
             allocate(&mut empty, &req("x")).unwrap_err().msg(),
             "no available address pools"
         );
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best as tuples
+    fn overlapping_pools_never_hand_out_an_address_twice() {
+        // Found by fuzzing (fuzz/fuzz_targets/nmagent.rs): a wireserver answer listing
+        // 10.224.0.0/16 and 10.224.0.0/1 made two pools holding 10.224.0.2, and the allocator
+        // gave it to two containers. In use in one pool means taken in all of them.
+        let mut s = AddressSpace::default();
+        merge(
+            &mut s,
+            &[
+                view("0.0.0.0/1", &["10.224.0.2"]),
+                view("10.224.0.0/16", &["10.224.0.2", "10.224.0.3"]),
+            ],
+        );
+        // In order: (container, requested address, Ok((ip, existing)) or Err(message prefix))
+        let table: &[(&str, Option<&str>, std::result::Result<(&str, bool), &str>)] = &[
+            ("c1", None, Ok(("10.224.0.2", false))),
+            ("c2", None, Ok(("10.224.0.3", false))),
+            ("c3", None, Err("No available addresses")),
+            ("c3", Some("10.224.0.2"), Err("Address already in use")),
+            ("c1", Some("10.224.0.2"), Ok(("10.224.0.2", true))),
+            ("c1", None, Ok(("10.224.0.2", true))),
+        ];
+        for (cid, address, want) in table {
+            let got = allocate(
+                &mut s,
+                &Request {
+                    address: address.map(|a| a.parse().unwrap()),
+                    ..req(cid)
+                },
+            );
+            match (got, want) {
+                (Ok(a), Ok((ip, existing))) => {
+                    assert_eq!(a.address.ip().to_string(), *ip, "{cid} {address:?}");
+                    assert_eq!(a.existing, *existing, "{cid} {address:?}");
+                }
+                (Err(e), Err(w)) => assert!(e.msg().starts_with(w), "{cid} {address:?}: {e}"),
+                (got, want) => panic!("{cid} {address:?}: {got:?} vs {want:?}"),
+            }
+        }
+        assert_eq!(free_count(&s), 0, "free in 0.0.0.0/1, in use in the /16");
+        assert_eq!(release(&mut s, "c1", None, None).len(), 1);
+        assert_eq!(free_count(&s), 1, "one address, listed in two pools");
     }
 
     #[test]
