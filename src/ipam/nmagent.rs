@@ -29,9 +29,15 @@ fn attr(e: &BytesStart, name: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Go's `strconv.ParseBool`-ish reading of `IsPrimary`: only "true" (any case) is true.
-fn is_true(v: Option<String>) -> bool {
-    v.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+/// An `IsPrimary` attribute as upstream's `encoding/xml` reads a bool (`strconv.ParseBool` of
+/// the trimmed text); anything else makes the whole answer invalid, as it does upstream. This
+/// matters: a primary address read as "not primary" would be handed to a pod.
+fn go_bool(name: &str, v: &str) -> Result<bool> {
+    match v.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(bad(format!("{name}={other:?} is not a boolean"))),
+    }
 }
 
 pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
@@ -76,13 +82,15 @@ pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
             }
             "Interface" if root_depth.is_some() && depth == 2 => {
                 let mac = attr(&e, "MacAddress")?.unwrap_or_default();
-                // No IsPrimary attribute: treat as the primary NIC (Go's zero value of the
-                // string is "", and upstream only lowers priority for an explicit "false").
-                let secondary =
-                    attr(&e, "IsPrimary")?.is_some_and(|v| v.eq_ignore_ascii_case("false"));
+                // No IsPrimary attribute: the primary NIC (upstream lowers the priority only
+                // for an explicit false).
+                let is_primary = match attr(&e, "IsPrimary")? {
+                    Some(v) => go_bool("IsPrimary", &v)?,
+                    None => true,
+                };
                 nics.push(NicInfo {
                     mac,
-                    is_primary: !secondary,
+                    is_primary,
                     subnets: Vec::new(),
                 });
                 nic_depth = Some(depth);
@@ -99,7 +107,10 @@ pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
             }
             "IPAddress" if subnet_depth.is_some() && depth == 4 => {
                 let addr = attr(&e, "Address")?.unwrap_or_default();
-                let primary = is_true(attr(&e, "IsPrimary")?);
+                let primary = match attr(&e, "IsPrimary")? {
+                    Some(v) => go_bool("IsPrimary", &v)?,
+                    None => false,
+                };
                 if let Some(s) = nics.last_mut().and_then(|n| n.subnets.last_mut()) {
                     s.addresses.push((addr, primary));
                 }
@@ -199,5 +210,30 @@ mod tests {
             }
         }
         assert!(parse(&[0xff, 0xfe, b'<']).is_err());
+    }
+
+    #[test]
+    fn is_primary_reads_like_go_parse_bool() {
+        let doc = |v: &str| {
+            format!("<Interfaces><Interface MacAddress='AA'><IPSubnet Prefix='10.0.0.0/24'><IPAddress Address='10.0.0.4' IsPrimary='{v}'/></IPSubnet></Interface></Interfaces>")
+        };
+        for (v, want) in [
+            ("true", Some(true)),
+            ("1", Some(true)),
+            (" True ", Some(true)),
+            ("T", Some(true)),
+            ("false", Some(false)),
+            ("0", Some(false)),
+            ("F", Some(false)),
+            ("yes", None),
+            ("", None),
+            ("tru", None),
+        ] {
+            match (parse(doc(v).as_bytes()), want) {
+                (Ok(nics), Some(w)) => assert_eq!(nics[0].subnets[0].addresses[0].1, w, "{v:?}"),
+                (Err(e), None) => assert!(e.msg().contains("not a boolean"), "{e}"),
+                (got, want) => panic!("{v:?}: {got:?} vs {want:?}"),
+            }
+        }
     }
 }

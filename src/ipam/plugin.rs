@@ -85,16 +85,24 @@ fn fetch_view(req: &Request, a: &IpamArgs, watch: &mut Stopwatch) -> Result<Vec<
     }
     let nics = source::fetch(a.kind, &req.settings)?;
     watch.lap("source");
-    let links = local_links(&nics, a.master.as_deref())?;
+    let nl = Netlink::connect()?;
+    let links = local_links(&nl, &nics, a.master.as_deref())?;
+    let mut pools = source::pools_from(&nics, &links, a.master.as_deref());
+    // IPv4 only: every veth on a busy node has an IPv6 link-local address, and pods get IPv4.
+    let local: HashSet<IpAddr> = nl
+        .addresses(true)?
+        .into_iter()
+        .map(|a| a.net.ip())
+        .collect();
+    source::exclude_local(&mut pools, &local);
     watch.lap("links");
-    Ok(source::pools_from(&nics, &links, a.master.as_deref()))
+    Ok(pools)
 }
 
 /// The links the NICs' MACs can match. The NIC is nearly always `eth0` (or `master`), so look
 /// those up by name and dump every link only if some NIC is still unmatched: on a busy node
 /// the dump is 250 veths long, and ADD would slow down with every pod.
-fn local_links(nics: &[source::NicInfo], master: Option<&str>) -> Result<Vec<Link>> {
-    let nl = Netlink::connect()?;
+fn local_links(nl: &Netlink, nics: &[source::NicInfo], master: Option<&str>) -> Result<Vec<Link>> {
     let mut links = Vec::new();
     for name in master.into_iter().chain(["eth0"]) {
         if let Some(l) = nl.link_by_name(name)? {
@@ -108,6 +116,24 @@ fn local_links(nics: &[source::NicInfo], master: Option<&str>) -> Result<Vec<Lin
         Ok(links)
     } else {
         nl.links()
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether a view fetched at `fetched` may be merged over the one merged last. A last merge
+/// more than a minute "in the future" means the clock was stepped back: merge anyway rather
+/// than ignore the source until the clock catches up.
+fn newer_than_merged(last: Option<u64>, fetched: u64) -> bool {
+    const CLOCK_STEP: u64 = 60_000_000_000;
+    match last {
+        None => true,
+        Some(last) => fetched >= last || last - fetched > CLOCK_STEP,
     }
 }
 
@@ -143,12 +169,17 @@ impl Plugin for IpamPlugin {
     fn add(&self, req: &Request) -> Result<CniResult> {
         let a = ipam_args(req)?;
         let mut watch = Stopwatch::new();
+        let fetched_at = now_nanos();
         let view = fetch_view(req, &a, &mut watch);
         let alloc = store(req).update(|file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
             let mut changed = false;
             match &view {
-                Ok(v) => changed |= allocator::merge(space, v),
+                Ok(v) if newer_than_merged(space.last_refresh, fetched_at) => {
+                    changed |= allocator::merge(space, v);
+                    space.last_refresh = Some(fetched_at);
+                }
+                Ok(_) => {} // a concurrent ADD merged a view fetched after ours
                 Err(e) if space.pools.is_empty() => {
                     return Err(e.clone().context("no address pools (and no saved state)"));
                 }
@@ -278,5 +309,26 @@ impl Plugin for IpamPlugin {
             (_, false) => "No available addresses: every address of this node is in use".into(),
         };
         Err(Error::new(Code::NotAvailable, msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_views_fetched_after_the_last_merge_are_merged() {
+        let s = 1_000_000_000u64;
+        // (last merge, this fetch, merge?)
+        let table = [
+            (None, 5 * s, true),
+            (Some(5 * s), 6 * s, true),
+            (Some(5 * s), 5 * s, true),
+            (Some(6 * s), 5 * s, false),
+            (Some(600 * s), 5 * s, true), // the clock went back 10 minutes
+        ];
+        for (last, fetched, want) in table {
+            assert_eq!(newer_than_merged(last, fetched), want, "{last:?} {fetched}");
+        }
     }
 }

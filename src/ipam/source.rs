@@ -175,6 +175,14 @@ pub fn first_address(net: &IpNetwork) -> Option<IpAddr> {
     }
 }
 
+/// Drop addresses configured on this node's own interfaces from the pools: defence in depth
+/// against a source that does not flag the node's primary IP (it must never reach a pod).
+pub fn exclude_local(pools: &mut [PoolView], local: &HashSet<IpAddr>) {
+    for p in pools {
+        p.addresses.retain(|a| !local.contains(a));
+    }
+}
+
 /// Turn a source's NICs into pools for this node. `links` are the links of the current network
 /// namespace; `master` (conflist) restricts pools to that interface.
 pub fn pools_from(nics: &[NicInfo], links: &[Link], master: Option<&str>) -> Vec<PoolView> {

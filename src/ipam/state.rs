@@ -29,6 +29,10 @@ state_struct! {
         /// 0 = local, 1 = global.
         scope: i64 = "Scope";
         pools: BTreeMap<String, Pool> = "Pools";
+        /// Our addition (upstream ignores it): when the view merged last was fetched, in
+        /// nanoseconds since the epoch, so an older view fetched concurrently is not merged
+        /// over a newer one.
+        last_refresh: Option<u64> = "LastRefresh", skip_if Option::is_none;
     }
 }
 
