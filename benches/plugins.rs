@@ -370,17 +370,26 @@ fn stripped_size(bin: &Path, tmp: &Path) -> u64 {
 /// Median of each `phasesMs` entry over log lines with `msg` whose containerID starts with
 /// `cid_prefix`.
 fn phases(log: &Path, msg: &str, cid_prefix: &str) -> BTreeMap<String, f64> {
+    phases_where(log, msg, |c| c.starts_with(cid_prefix))
+}
+
+/// The same for sequential pods `range` (container IDs `seq-<i>`).
+fn phases_of(log: &Path, msg: &str, range: std::ops::Range<usize>) -> BTreeMap<String, f64> {
+    phases_where(log, msg, |c| {
+        c.strip_prefix("seq-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| range.contains(&i))
+    })
+}
+
+fn phases_where(log: &Path, msg: &str, keep: impl Fn(&str) -> bool) -> BTreeMap<String, f64> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut acc: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["msg"] != msg
-            || !v["containerID"]
-                .as_str()
-                .is_some_and(|c| c.starts_with(cid_prefix))
-        {
+        if v["msg"] != msg || !v["containerID"].as_str().is_some_and(&keep) {
             continue;
         }
         if let Some(p) = v["phasesMs"].as_object() {
@@ -858,6 +867,34 @@ fn main() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let fmt = |m: &BTreeMap<String, f64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (early, late) = (0..10, n - 10..n);
+    let growth = [
+        (
+            "ADD phases, pods 1-10",
+            phases_of(&vlog, "endpoint created", early.clone()),
+        ),
+        (
+            "ADD phases, last 10",
+            phases_of(&vlog, "endpoint created", late.clone()),
+        ),
+        (
+            "IPAM phases, pods 1-10",
+            phases_of(&ilog, "address allocated", early),
+        ),
+        (
+            "IPAM phases, last 10",
+            phases_of(&ilog, "address allocated", late),
+        ),
+    ];
+    for (what, m) in &growth {
+        println!("{what}: {}", fmt(m));
+    }
     println!("\ntargets:");
     let mut all_ok = failures == 0;
     for (name, got, limit) in &targets {

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -13,6 +12,22 @@ use serde::Deserialize;
 
 use crate::cni::env::Command;
 use crate::error::{Code, Error, Result};
+
+/// Set by a plugin on the delegates it execs: the exec'ing process's pid.
+pub const PARENT_PID_ENV: &str = "AZURE_VNET_PARENT_PID";
+
+/// In a delegate: die (SIGKILL) when the plugin that exec'd us dies. Its state writes are
+/// atomic, so dying mid-way is safe; living on after the parent is gone is not (see `exec`).
+pub fn die_with_parent(vars: &HashMap<String, String>) {
+    let Some(parent) = vars.get(PARENT_PID_ENV).and_then(|p| p.parse::<i32>().ok()) else {
+        return;
+    };
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    // The parent may have died before the prctl: then nobody waits for our answer.
+    if nix::unistd::getppid().as_raw() != parent {
+        std::process::exit(1);
+    }
+}
 
 /// Find `plugin` in the CNI_PATH directories.
 pub fn find_plugin(plugin: &str, path: &[PathBuf]) -> Result<PathBuf> {
@@ -83,16 +98,10 @@ pub fn exec(
         .stderr(Stdio::inherit());
     // If we are killed (runtime timeout, OOM), the delegate must not live on and commit an
     // allocation after the runtime's DEL for this container has already run: that address
-    // would leak. The kernel kills it with us. Its state writes are atomic, so dying mid-way is
-    // safe.
-    // SAFETY: the closure runs in the child between fork and exec and only makes the
-    // async-signal-safe prctl syscall.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
+    // would leak. Our own plugins see this variable and ask the kernel to kill them with us
+    // (see `die_with_parent`); doing it in the child keeps the fast posix_spawn path (a
+    // pre_exec hook would force a full fork of this process).
+    cmd.env(PARENT_PID_ENV, std::process::id().to_string());
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::os(Code::Runtime, &e).context(format!("exec {}", bin.display())))?;

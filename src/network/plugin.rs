@@ -434,14 +434,15 @@ impl Plugin for NetworkPlugin {
         let mut watch = Stopwatch::new();
         // Loaded (and so validated) before anything is done: a state file we could not
         // update at the end is refused now, before IPAM or the kernel are touched.
-        let file: NetworkFile = store.load()?;
-        if let Some((key, ep)) = find_record(&file, req, &id)? {
+        let loaded = store.load_stamped::<NetworkFile>()?;
+        let file = &loaded.value;
+        if let Some((key, ep)) = find_record(file, req, &id)? {
             // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
             req.log.info(
                 "endpoint exists; returning its result",
                 &[("endpoint", Value::from(key.as_str()))],
             );
-            return result_from_record(&file, req, &ep);
+            return result_from_record(file, req, &ep);
         }
         // One attachment per container: azure-vnet-ipam hands out one address per container
         // ID, and the host veth is named after the pod, so a second interface would share the
@@ -519,7 +520,7 @@ impl Plugin for NetworkPlugin {
 
         let dns = effective_dns(req, &ipam.dns);
         let ep = endpoint_record(req, &id, "", address, pod_mac, &ipam.routes, &dns);
-        let key = store.update(|file: &mut NetworkFile| {
+        let key = store.update_loaded(loaded, |file: &mut NetworkFile| {
             let key = record_endpoint(file, req, &id, &master, address, ipc.gateway, ep)?;
             Ok((key, true))
         })?;
@@ -555,11 +556,11 @@ impl Plugin for NetworkPlugin {
         let id = ident(req);
         let store = store(req);
         let mut watch = Stopwatch::new();
-        let records: Vec<(String, Endpoint)> =
-            match store.load_if_mentions::<NetworkFile>(&req.env.container_id)? {
-                Some(file) => find_record(&file, req, &id)?.into_iter().collect(),
-                None => Vec::new(),
-            };
+        let loaded = store.load_if_mentions::<NetworkFile>(&req.env.container_id)?;
+        let records: Vec<(String, Endpoint)> = match &loaded {
+            Some(l) => find_record(&l.value, req, &id)?.into_iter().collect(),
+            None => Vec::new(),
+        };
         watch.lap("stateRead");
         let host = Netlink::connect()?;
         watch.lap("netlinkSetup");
@@ -610,7 +611,7 @@ impl Plugin for NetworkPlugin {
         // The record goes before the address is released, so the records are at every moment
         // a subset of what IPAM has handed out: a DEL killed in between leaves an allocation
         // without a record, which the runtime's retry releases by container ID.
-        store.update(|file: &mut NetworkFile| {
+        let remove = |file: &mut NetworkFile| {
             let mut changed = false;
             if let Some(net) = file.network_mut(&req.conf.conf.name) {
                 for (key, _) in &records {
@@ -625,7 +626,11 @@ impl Plugin for NetworkPlugin {
                 }
             }
             Ok(((), changed))
-        })?;
+        };
+        match loaded {
+            Some(l) => store.update_loaded(l, remove)?,
+            None => store.update(remove)?,
+        }
         watch.lap("stateWrite");
         for (_, ep) in &records {
             for ip in endpoint_ips(ep) {
