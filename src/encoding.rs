@@ -185,6 +185,30 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     Some(out)
 }
 
+/// serde_json, with the `raw_value` feature this crate uses, reads a JSON object whose *first*
+/// key is this private token as embedded raw JSON, not as an object. We write map keys sorted,
+/// so an object that holds the token as another key would read back differently (or not at
+/// all) after we rewrite it: such input is refused (found by fuzzing, fuzz/fuzz_targets/config.rs).
+pub const SERDE_RAW_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// Whether some object in `v` has the key [`SERDE_RAW_TOKEN`] (iterative: any depth).
+pub fn has_raw_token(v: &serde_json::Value) -> bool {
+    let mut todo = vec![v];
+    while let Some(v) = todo.pop() {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key(SERDE_RAW_TOKEN) {
+                    return true;
+                }
+                todo.extend(m.values());
+            }
+            serde_json::Value::Array(a) => todo.extend(a),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Go's `time.Time` JSON form (RFC 3339, nanoseconds with trailing zeros trimmed), in UTC.
 pub fn rfc3339_nano(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -285,6 +309,27 @@ mod tests {
         );
         assert!(serde_json::from_str::<GoIpNet>(r#"{"IP":"x","Mask":null}"#).is_err());
         assert!(serde_json::from_str::<GoIpNet>(r#"{"IP":"","Mask":"!!"}"#).is_err());
+    }
+
+    #[test]
+    fn serde_raw_token_found_at_any_depth() {
+        let table = [
+            (r#"{"a":[1,{"b":{"c":2}}]}"#, false),
+            (r#"{"a":1,"$serde_json::private::RawValue":2}"#, true),
+            (
+                r#"[[{"x":{"y":[{"z":0,"$serde_json::private::RawValue":null}]}}]]"#,
+                true,
+            ),
+            (
+                r#"{"a":{"b":2,"\u0024serde_json::private::RawValue":1}}"#,
+                true,
+            ),
+            (r#"{"$serde_json::private::RawValue":"[1]"}"#, false), // read as [1]
+        ];
+        for (text, want) in table {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(has_raw_token(&v), want, "{text}");
+        }
     }
 
     #[test]

@@ -126,6 +126,12 @@ impl ParsedConf {
                 "failed to parse network config: not a JSON object",
             ));
         }
+        if crate::encoding::has_raw_token(&raw) {
+            return Err(invalid_config(format!(
+                "invalid network config: the key {:?} is reserved",
+                crate::encoding::SERDE_RAW_TOKEN
+            )));
+        }
         let conf: NetConf = serde_json::from_value(raw.clone())
             .map_err(|e| invalid_config(format!("invalid network config: {e}")))?;
         let version = match conf.cni_version.as_deref() {
@@ -206,6 +212,16 @@ mod tests {
             ),
             (r#"{"name":"n","cniVersion":7}"#, Some(Code::InvalidConfig)),
             (&big, Some(Code::Decode)),
+            // Found by fuzzing: sorted first when we pass the config on, this key would make
+            // serde_json read the object as raw JSON (here "n.2", which does not parse).
+            (
+                r#"{"name":"n","i":[{"n":"","$serde_json::private::RawValue":"n.2"}]}"#,
+                Some(Code::InvalidConfig),
+            ),
+            (
+                r#"{"name":"n","prevResult":{"ips":[],"\u0024serde_json::private::RawValue":1}}"#,
+                Some(Code::InvalidConfig),
+            ),
         ];
         for (input, want) in table {
             let got = ParsedConf::parse(input.as_bytes());

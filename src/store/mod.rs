@@ -19,7 +19,7 @@ use nix::fcntl::OFlag;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::encoding::rfc3339_nano;
+use crate::encoding::{has_raw_token, rfc3339_nano, SERDE_RAW_TOKEN};
 use crate::error::{Code, Context, Error, Result};
 
 pub use lock::LockGuard;
@@ -179,11 +179,23 @@ pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
     parse_state(path, &read_bytes(path)?.0)
 }
 
-fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
+/// `read_state` on bytes already read (`path` names the file in errors).
+pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))
+    let state = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    // serde_json's reserved key (see `encoding::has_raw_token`): our rewrite of such a file
+    // would not read back. Spelling it needs "RawValue" or a \u escape, so most files skip this.
+    if (contains(bytes, b"RawValue") || contains(bytes, b"\\u"))
+        && serde_json::from_slice(bytes).map_or(true, |v| has_raw_token(&v))
+    {
+        return Err(corrupt(
+            path,
+            format!("it holds the reserved key {SERDE_RAW_TOKEN:?}"),
+        ));
+    }
+    Ok(state)
 }
 
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
@@ -366,6 +378,9 @@ pub(crate) mod tests {
             b"garbage",
             b"{\"Counter\":\"x\"}",
             b"\0\0\0",
+            // Found by fuzzing: serde_json's reserved key, which our rewrite would sort first.
+            br#"{"Counter":1,"X":{"a":1,"$serde_json::private::RawValue":"1"}}"#,
+            br#"{"Counter":1,"X":[{"a":1,"\u0024serde_json::private::RawValue":"1"}]}"#,
         ] {
             std::fs::write(s.path(), bad).unwrap();
             let e = s.update(|d: &mut Doc| {
@@ -376,6 +391,20 @@ pub(crate) mod tests {
             assert_eq!(e.code(), Code::TryAgainLater, "{e}");
             assert!(e.msg().contains("corrupt"), "{e}");
             assert_eq!(std::fs::read(s.path()).unwrap(), bad);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn escapes_and_the_word_rawvalue_still_load() {
+        let dir = tempdir("rawword");
+        let s = store(&dir);
+        for ok in [
+            &br#"{"Counter":1,"X":"\u003cRawValue\u003e"}"#[..],
+            br#"{"Counter":1,"RawValue":{"$serde_json::private::RawValue":"[2]"}}"#,
+        ] {
+            std::fs::write(s.path(), ok).unwrap();
+            assert_eq!(s.load::<Doc>().unwrap().counter, 1);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
