@@ -14,8 +14,8 @@ use crate::cni::skel::{Plugin, Request};
 use crate::encoding::parse_mac;
 use crate::error::{invalid_config, Code, Error, Result};
 use crate::ipam::allocator::{self, Allocation};
-use crate::ipam::source::{self, PoolView, SourceKind};
-use crate::ipam::state::IpamFile;
+use crate::ipam::source::{self, Fetched, PoolView, SourceKind};
+use crate::ipam::state::{AddressSpace, IpamFile};
 use crate::logging::Stopwatch;
 use crate::netlink::{Link, Netlink};
 use crate::store::Store;
@@ -78,16 +78,26 @@ pub fn store(req: &Request) -> Store {
     )
 }
 
-/// Ask the source what this node has, as pools. Never under the lock.
-fn fetch_view(req: &Request, a: &IpamArgs, watch: &mut Stopwatch) -> Result<Vec<PoolView>> {
+/// Ask the source what this node has. Never under the lock.
+fn fetch(req: &Request, a: &IpamArgs) -> Result<Fetched> {
+    let f = source::fetch(a.kind, &req.settings)?;
+    // The view also depends on the config's interface filter.
+    let master = a.master.as_deref().unwrap_or("");
+    Ok(Fetched {
+        fingerprint: source::fingerprint(&[&f.fingerprint.to_le_bytes(), master.as_bytes()]),
+        nics: f.nics,
+    })
+}
+
+/// The source's answer as pools for this node: NICs matched to local links, the node's own
+/// addresses left out. Netlink work: never under the lock.
+fn build_view(fetched: &Fetched, a: &IpamArgs) -> Result<Vec<PoolView>> {
     if a.kind == SourceKind::Null {
         return Ok(Vec::new());
     }
-    let nics = source::fetch(a.kind, &req.settings)?;
-    watch.lap("source");
     let nl = Netlink::connect()?;
-    let links = local_links(&nl, &nics, a.master.as_deref())?;
-    let mut pools = source::pools_from(&nics, &links, a.master.as_deref());
+    let links = local_links(&nl, &fetched.nics, a.master.as_deref())?;
+    let mut pools = source::pools_from(&fetched.nics, &links, a.master.as_deref());
     // IPv4 only: every veth on a busy node has an IPv6 link-local address, and pods get IPv4.
     let local: HashSet<IpAddr> = nl
         .addresses(true)?
@@ -95,8 +105,18 @@ fn fetch_view(req: &Request, a: &IpamArgs, watch: &mut Stopwatch) -> Result<Vec<
         .map(|a| a.net.ip())
         .collect();
     source::exclude_local(&mut pools, &local);
-    watch.lap("links");
     Ok(pools)
+}
+
+/// A merged view is reused (no link lookups, no merge) while the source says the same and the
+/// merge is at most this old; then it is rebuilt, to notice a NIC renamed or moved.
+const VIEW_MAX_AGE: u64 = 60_000_000_000;
+
+fn still_current(space: &AddressSpace, fingerprint: u64, now: u64) -> bool {
+    space.last_source == Some(fingerprint)
+        && space
+            .last_refresh
+            .is_some_and(|t| t <= now && now - t <= VIEW_MAX_AGE)
 }
 
 /// The links the NICs' MACs can match. The NIC is nearly always `eth0` (or `master`), so look
@@ -170,37 +190,68 @@ impl Plugin for IpamPlugin {
         let a = ipam_args(req)?;
         let mut watch = Stopwatch::new();
         let fetched_at = now_nanos();
-        let view = fetch_view(req, &a, &mut watch);
-        let alloc = store(req).update(|file: &mut IpamFile| {
+        let fetched = fetch(req, &a);
+        watch.lap("source");
+        let store = store(req);
+        let request = allocator::Request {
+            container_id: &req.env.container_id,
+            pool: a.pool.as_deref(),
+            address: a.address,
+            if_name: a.master.as_deref(),
+        };
+        let allocate = |space: &mut AddressSpace| {
+            allocator::allocate(space, &request)
+                .map_err(|e| e.context("Failed to allocate address"))
+        };
+        // Round 1: the saved pools, if the source still says what was merged last (the common
+        // case: no link lookups, no merge), or if the source cannot be asked.
+        let first = store.update(|file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
-            let mut changed = false;
-            match &view {
-                Ok(v) if newer_than_merged(space.last_refresh, fetched_at) => {
-                    changed |= allocator::merge(space, v);
-                    space.last_refresh = Some(fetched_at);
+            match &fetched {
+                Ok(f) if still_current(space, f.fingerprint, fetched_at) => {
+                    let alloc = allocate(space)?;
+                    let changed = !alloc.existing;
+                    Ok((Some(alloc), changed))
                 }
-                Ok(_) => {} // a concurrent ADD merged a view fetched after ours
+                Ok(_) => Ok((None, false)),
                 Err(e) if space.pools.is_empty() => {
-                    return Err(e.clone().context("no address pools (and no saved state)"));
+                    Err(e.clone().context("no address pools (and no saved state)"))
                 }
-                Err(e) => req.log.warn(
-                    "address source failed; using the saved state",
-                    &[("error", Value::from(e.msg()))],
-                ),
+                Err(e) => {
+                    req.log.warn(
+                        "address source failed; using the saved state",
+                        &[("error", Value::from(e.msg()))],
+                    );
+                    let alloc = allocate(space)?;
+                    let changed = !alloc.existing;
+                    Ok((Some(alloc), changed))
+                }
             }
-            let alloc = allocator::allocate(
-                space,
-                &allocator::Request {
-                    container_id: &req.env.container_id,
-                    pool: a.pool.as_deref(),
-                    address: a.address,
-                    if_name: a.master.as_deref(),
-                },
-            )
-            .map_err(|e| e.context("Failed to allocate address"))?;
-            changed |= !alloc.existing;
-            Ok((alloc, changed))
         })?;
+        let alloc = match first {
+            Some(alloc) => alloc,
+            None => {
+                // Round 2: the source changed (or the view aged): build the view outside the
+                // lock, then merge it, unless a view fetched later was merged meanwhile.
+                let fetched = fetched?;
+                let view = build_view(&fetched, &a)?;
+                watch.lap("links");
+                store.update(|file: &mut IpamFile| {
+                    let space = file.space_mut(&a.space);
+                    // The fingerprint and time always change here, so this always writes.
+                    let mut changed = false;
+                    if newer_than_merged(space.last_refresh, fetched_at) {
+                        allocator::merge(space, &view);
+                        space.last_refresh = Some(fetched_at);
+                        space.last_source = Some(fetched.fingerprint);
+                        changed = true;
+                    }
+                    let alloc = allocate(space)?;
+                    changed |= !alloc.existing;
+                    Ok((alloc, changed))
+                })?
+            }
+        };
         watch.lap("state");
         req.log.info(
             if alloc.existing {
@@ -287,7 +338,7 @@ impl Plugin for IpamPlugin {
 
     fn status(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
-        let view = fetch_view(req, &a, &mut Stopwatch::new());
+        let view = fetch(req, &a).and_then(|f| build_view(&f, &a));
         let mut file: IpamFile = store(req).load().map_err(|e| {
             e.with_code(Code::LimitedConnectivity)
                 .context("IPAM state unreadable; DEL of existing containers fails too")

@@ -71,21 +71,52 @@ impl SourceKind {
     }
 }
 
+/// What a source answered, and a fingerprint of exactly what it answered.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub nics: Vec<NicInfo>,
+    pub fingerprint: u64,
+}
+
+/// FNV-1a: a cheap fingerprint to notice that a source's answer has not changed.
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Fetch the NIC list from the configured source.
-pub fn fetch(kind: SourceKind, settings: &Settings) -> Result<Vec<NicInfo>> {
-    match kind {
+pub fn fetch(kind: SourceKind, settings: &Settings) -> Result<Fetched> {
+    let (bytes, nics) = match kind {
         SourceKind::Azure => {
             let body = crate::ipam::wireserver::get(
                 &settings.wireserver_url,
                 WIRESERVER_TIMEOUT,
                 MAX_SOURCE_BYTES,
             )?;
-            crate::ipam::nmagent::parse(&body)
-                .with_context(|| format!("wireserver {}", settings.wireserver_url))
+            let nics = crate::ipam::nmagent::parse(&body)
+                .with_context(|| format!("wireserver {}", settings.wireserver_url))?;
+            (body, nics)
         }
-        SourceKind::File => read_interfaces_file(&settings.interfaces_file),
-        SourceKind::Null => Ok(Vec::new()),
-    }
+        SourceKind::File => {
+            let bytes = read_interfaces_file(&settings.interfaces_file)?;
+            let nics = parse_interfaces_json(&bytes)
+                .with_context(|| settings.interfaces_file.display().to_string())?;
+            (bytes, nics)
+        }
+        SourceKind::Null => (Vec::new(), Vec::new()),
+    };
+    Ok(Fetched {
+        fingerprint: fingerprint(&[&bytes]),
+        nics,
+    })
 }
 
 #[derive(Deserialize)]
@@ -145,7 +176,7 @@ pub fn parse_interfaces_json(bytes: &[u8]) -> Result<Vec<NicInfo>> {
         .collect())
 }
 
-fn read_interfaces_file(path: &Path) -> Result<Vec<NicInfo>> {
+fn read_interfaces_file(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let f = std::fs::File::open(path)
         .map_err(|e| Error::os(Code::Runtime, &e))
@@ -164,7 +195,7 @@ fn read_interfaces_file(path: &Path) -> Result<Vec<NicInfo>> {
             ),
         ));
     }
-    parse_interfaces_json(&bytes).with_context(|| path.display().to_string())
+    Ok(bytes)
 }
 
 /// The gateway Azure uses: the subnet's first address.

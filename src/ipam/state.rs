@@ -33,6 +33,9 @@ state_struct! {
         /// nanoseconds since the epoch, so an older view fetched concurrently is not merged
         /// over a newer one.
         last_refresh: Option<u64> = "LastRefresh", skip_if Option::is_none;
+        /// Our addition: a fingerprint of the source's answer merged last, so an unchanged
+        /// answer needs no link lookups and no merge.
+        last_source: Option<u64> = "LastSource", skip_if Option::is_none;
     }
 }
 

@@ -479,26 +479,22 @@ impl Plugin for NetworkPlugin {
             .ok_or_else(|| runtime("IPAM returned no IPv4 address"))?;
         let address = ipc.address;
 
-        let master = find_master(&host, req.conf.conf.master.as_deref(), address)?;
-        if let Some(old) = host.link_by_name(&id.host_veth)? {
-            if old.kind.as_deref() != Some("veth") {
-                return Err(runtime(format!(
-                    "host interface {} already exists and is not a veth; refusing to delete it",
-                    id.host_veth
-                )));
-            }
-            // Upstream does the same: the name belongs to this pod; what holds it is a previous
-            // sandbox of the pod or a leftover of an interrupted ADD.
-            let owner = file.veth_owner(&id.host_veth)?.unwrap_or_default();
-            req.log.warn(
-                "deleting an existing host veth of the same name",
-                &[
-                    ("veth", Value::from(id.host_veth.as_str())),
-                    ("owner", Value::from(owner)),
-                ],
-            );
-            host.delete_link(old.index)?;
-        }
+        // The master: the conflist's, else the one this network already recorded for the
+        // pod's subnet (one lookup), else found by address (a dump), as upstream does.
+        let known = req
+            .conf
+            .conf
+            .master
+            .clone()
+            .filter(|m| !m.is_empty())
+            .or_else(|| file.external_interface_for(&req.conf.conf.name, address));
+        let master = match known {
+            Some(name) => match host.link_by_name(&name)? {
+                Some(l) => l,
+                None => find_master(&host, req.conf.conf.master.as_deref(), address)?,
+            },
+            None => find_master(&host, None, address)?,
+        };
         let plan = Plan {
             host_veth: &id.host_veth,
             container_veth: &id.container_veth,
@@ -507,7 +503,31 @@ impl Plugin for NetworkPlugin {
             mtu: master.mtu,
         };
         watch.lap("hostNetlink");
-        let index = datapath::create_veth(&host, &pod, &plan)?;
+        let index = match datapath::create_veth(&host, &pod, &plan) {
+            Err(e) if e.is_errno(nix::libc::EEXIST) => {
+                // The name is taken. Upstream deletes it: the name belongs to this pod, and
+                // what holds it is a previous sandbox of the pod or a leftover of an
+                // interrupted ADD. Anything that is not a veth is someone else's: refuse.
+                let old = host.link_by_name(&id.host_veth)?.ok_or(e)?;
+                if old.kind.as_deref() != Some("veth") {
+                    return Err(runtime(format!(
+                        "host interface {} already exists and is not a veth; refusing to delete it",
+                        id.host_veth
+                    )));
+                }
+                let owner = file.veth_owner(&id.host_veth)?.unwrap_or_default();
+                req.log.warn(
+                    "deleting an existing host veth of the same name",
+                    &[
+                        ("veth", Value::from(id.host_veth.as_str())),
+                        ("owner", Value::from(owner)),
+                    ],
+                );
+                host.delete_link(old.index)?;
+                datapath::create_veth(&host, &pod, &plan)?
+            }
+            other => other?,
+        };
         // Deleting the host end takes the pod end (and the host route) with it.
         rollback.push("delete the veth pair", {
             let host = &host;

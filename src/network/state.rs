@@ -256,6 +256,27 @@ impl NetworkFile {
         Ok(out)
     }
 
+    /// The external interface (master) under which network `net` recorded `address`'s subnet.
+    pub fn external_interface_for(
+        &self,
+        net: &str,
+        address: ipnetwork::IpNetwork,
+    ) -> Option<String> {
+        let subnet = ipnetwork::IpNetwork::new(address.network(), address.prefix()).ok()?;
+        self.network
+            .as_ref()?
+            .external_interfaces
+            .iter()
+            .find(|(_, ext)| {
+                ext.networks.contains_key(net)
+                    && ext
+                        .subnets
+                        .as_ref()
+                        .is_some_and(|s| s.contains(&subnet.to_string()))
+            })
+            .map(|(name, _)| name.clone())
+    }
+
     /// Every record of container `cid`, in any network: (network, key, record).
     pub fn records_of(&self, cid: &str) -> Result<Vec<(String, String, Endpoint)>> {
         let mut out = Vec::new();

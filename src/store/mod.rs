@@ -119,14 +119,20 @@ impl Store {
         f: impl FnOnce(&mut T) -> Result<(R, bool)>,
     ) -> Result<R> {
         let _guard = self.lock()?;
+        let now = current_stamp(&self.path);
         let mut state: T = match loaded {
-            Some(l) if l.stamp == current_stamp(&self.path) => l.value,
+            Some(l) if l.stamp == now => l.value,
             _ => read_state(&self.path)?,
         };
         let (out, changed) = f(&mut state)?;
         if changed {
             state.stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
-            write_state(&self.path, &state)?;
+            // The new document is about the size of the old one: allocate once (a fresh
+            // process pays a page fault for every page a growing buffer touches).
+            let hint = now.map(|s| s.size as usize).unwrap_or(0) + 4096;
+            let bytes = to_go_json_sized(&state, hint)?;
+            write_atomic(&self.path, &bytes)
+                .with_context(|| format!("write state file {}", self.path.display()))?;
         }
         Ok(out)
     }
@@ -255,7 +261,11 @@ fn corrupt(path: &Path, why: String) -> Error {
 
 /// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline.
 pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
+    to_go_json_sized(value, 4096)
+}
+
+fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity);
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
     value
@@ -498,7 +508,9 @@ pub(crate) mod tests {
         .unwrap();
         // Unchanged file: the loaded document is used (we can tell: we altered it in memory).
         let mut l = s.load_stamped::<Doc>().unwrap();
-        l.value.extra.insert("InMemoryOnly".into(), Value::from(true));
+        l.value
+            .extra
+            .insert("InMemoryOnly".into(), Value::from(true));
         s.update_loaded(l, |d: &mut Doc| {
             assert!(d.extra.contains_key("InMemoryOnly"), "reused");
             Ok(((), false))

@@ -56,7 +56,7 @@ macro_rules! state_struct {
                         mut map: A,
                     ) -> Result<$name, A::Error> {
                         let mut out = $name::default();
-                        while let Some(key) = map.next_key::<String>()? {
+                        while let Some(key) = map.next_key::<$crate::store::schema::Key<'de>>()? {
                             match key.as_str() {
                                 $(
                                     $json => {
@@ -66,7 +66,7 @@ macro_rules! state_struct {
                                 )*
                                 _ => {
                                     let v: serde_json::Value = map.next_value()?;
-                                    out.extra.insert(key, v);
+                                    out.extra.insert(key.into_string(), v);
                                 }
                             }
                         }
@@ -80,6 +80,41 @@ macro_rules! state_struct {
 }
 
 pub(crate) use state_struct;
+
+/// A map key borrowed from the input when it needs no unescaping (nearly always), so matching
+/// the known field names allocates nothing.
+pub(crate) struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl Key<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub(crate) fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 #[cfg(test)]
 mod tests {
