@@ -755,3 +755,83 @@ fn del_after_state_loss_spares_a_newer_sandbox_of_the_same_pod() {
         vec!["cid-sb2"]
     );
 }
+
+#[test]
+fn the_state_index_is_a_cache_that_can_never_mislead() {
+    let tb = Testbed::up(10);
+    let run = tb.run_dir("a");
+    let index = run.join("azure-vnet/azure-vnet.json.index");
+    let pods: Vec<_> = (0..6).map(|i| tb.pod(&format!("ix{i}"))).collect();
+    let add = |i: usize| {
+        vnet_call(
+            &tb,
+            "a",
+            "ADD",
+            &format!("cid-ix{i}"),
+            &p(&pods[i].1),
+            Some(&format!("ix{i}")),
+            VNET_CONF,
+        )
+        .ok()
+    };
+    add(0);
+    assert!(index.exists(), "written with the state");
+    add(1); // spliced in
+            // A garbage index: the full path, and a fresh index.
+    std::fs::write(&index, "garbage").unwrap();
+    add(2);
+    assert!(serde_json::from_slice::<Value>(&std::fs::read(&index).unwrap()).is_ok());
+    // The state rewritten by someone else (compact, another inode): the index no longer
+    // describes it and is not used; the record still lands correctly.
+    let state: Value = read_json(&run.join("azure-vnet.json"));
+    std::fs::write(
+        run.join("azure-vnet.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+    add(3);
+    add(4);
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    let owners: BTreeSet<&str> = eps
+        .values()
+        .map(|e| e["ContainerID"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        owners,
+        (0..5)
+            .map(|i| format!("cid-ix{i}"))
+            .collect::<BTreeSet<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect()
+    );
+    for i in 0..5 {
+        vnet_call(
+            &tb,
+            "a",
+            "CHECK",
+            &format!("cid-ix{i}"),
+            &p(&pods[i].1),
+            Some(&format!("ix{i}")),
+            VNET_CONF,
+        )
+        .ok();
+    }
+    // An index missing altogether: same.
+    std::fs::remove_file(&index).unwrap();
+    add(5);
+    for i in 0..6 {
+        vnet_call(
+            &tb,
+            "a",
+            "DEL",
+            &format!("cid-ix{i}"),
+            &p(&pods[i].1),
+            Some(&format!("ix{i}")),
+            VNET_CONF,
+        )
+        .ok();
+    }
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+}

@@ -24,15 +24,15 @@ use crate::logging::Stopwatch;
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
 use crate::network::names;
+use crate::network::persist::{Snapshot, VnetStore};
 use crate::network::state::{
     DnsInfo, Endpoint, ExternalInterface, Network, NetworkFile, NetworkManager, RawEndpoint,
     RouteInfo, SubnetInfo,
 };
 use crate::rollback::Rollback;
-use crate::store::{lock, LockGuard, Store};
+use crate::store::{lock, LockGuard};
 
 pub const PLUGIN_NAME: &str = "azure-vnet";
-pub const STATE_FILE: &str = "azure-vnet.json";
 /// CNI_ARGS keys we read (upstream's struct, plus kubelet's K8S_POD_UID).
 const KNOWN_ARGS: [&str; 4] = [
     "K8S_POD_NAMESPACE",
@@ -66,14 +66,6 @@ fn ident(req: &Request) -> Ident {
         short_id: names::short_endpoint_id(&req.env.container_id, &req.env.ifname),
         long_id: names::long_endpoint_id(&req.env.container_id, &req.env.ifname),
     }
-}
-
-fn store(req: &Request) -> Store {
-    Store::new(
-        req.settings.run_dir.join(STATE_FILE),
-        req.settings.lock_dir().join(format!("{PLUGIN_NAME}.lock")),
-        req.settings.lock_timeout,
-    )
 }
 
 fn veth_lock_path(req: &Request, host_veth: &str) -> PathBuf {
@@ -427,27 +419,29 @@ impl Plugin for NetworkPlugin {
         req.conf.ipam()?;
         let id = ident(req);
         let pod = netns_of(req)?;
-        let store = store(req);
+        let vstore = VnetStore::new(req);
 
         // Everything below, up to the record, is one claim on the host veth name.
         let _veth_guard = veth_lock(req, &id.host_veth)?;
         let mut watch = Stopwatch::new();
-        // Loaded (and so validated) before anything is done: a state file we could not
-        // update at the end is refused now, before IPAM or the kernel are touched.
-        let loaded = store.load_stamped::<NetworkFile>()?;
-        let file = &loaded.value;
-        if let Some((key, ep)) = find_record(file, req, &id)? {
-            // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
-            req.log.info(
-                "endpoint exists; returning its result",
-                &[("endpoint", Value::from(key.as_str()))],
-            );
-            return result_from_record(file, req, &ep);
+        // Read (and, unless it is our own latest output, validated) before anything is done:
+        // a state file we could not update at the end is refused now, before IPAM or the
+        // kernel are touched.
+        let snap = vstore.snapshot(&req.env.container_id)?;
+        if let Snapshot::Parsed(l) = &snap {
+            if let Some((key, ep)) = find_record(&l.value, req, &id)? {
+                // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
+                req.log.info(
+                    "endpoint exists; returning its result",
+                    &[("endpoint", Value::from(key.as_str()))],
+                );
+                return result_from_record(&l.value, req, &ep);
+            }
         }
         // One attachment per container: azure-vnet-ipam hands out one address per container
         // ID, and the host veth is named after the pod, so a second interface would share the
         // first one's address and replace its veth (upstream has the same limit, silently).
-        if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
+        if let Some((net, key, _)) = snap.records_of(&req.env.container_id)?.first() {
             return Err(runtime(format!(
                 "container {} already has an azure-vnet endpoint ({key} in network {net}): one attachment per container",
                 req.env.container_id
@@ -487,7 +481,7 @@ impl Plugin for NetworkPlugin {
             .master
             .clone()
             .filter(|m| !m.is_empty())
-            .or_else(|| file.external_interface_for(&req.conf.conf.name, address));
+            .or_else(|| snap.master_for(&req.conf.conf.name, address));
         let master = match known {
             Some(name) => match host.link_by_name(&name)? {
                 Some(l) => l,
@@ -515,7 +509,7 @@ impl Plugin for NetworkPlugin {
                         id.host_veth
                     )));
                 }
-                let owner = file.veth_owner(&id.host_veth)?.unwrap_or_default();
+                let owner = snap.file()?.veth_owner(&id.host_veth)?.unwrap_or_default();
                 req.log.warn(
                     "deleting an existing host veth of the same name",
                     &[
@@ -540,10 +534,16 @@ impl Plugin for NetworkPlugin {
 
         let dns = effective_dns(req, &ipam.dns);
         let ep = endpoint_record(req, &id, "", address, pod_mac, &ipam.routes, &dns);
-        let key = store.update_loaded(loaded, |file: &mut NetworkFile| {
-            let key = record_endpoint(file, req, &id, &master, address, ipc.gateway, ep)?;
-            Ok((key, true))
-        })?;
+        let key = vstore.add_endpoint(
+            snap,
+            &req.conf.conf.name,
+            address.ip(),
+            address.prefix(),
+            &req.env.container_id,
+            (&id.short_id, &id.long_id),
+            &ep,
+            |file| record_endpoint(file, req, &id, &master, address, ipc.gateway, ep.clone()),
+        )?;
         watch.lap("stateWrite");
         rollback.disarm();
         req.log.info(
@@ -574,9 +574,9 @@ impl Plugin for NetworkPlugin {
 
     fn del(&self, req: &Request) -> Result<()> {
         let id = ident(req);
-        let store = store(req);
+        let vstore = VnetStore::new(req);
         let mut watch = Stopwatch::new();
-        let loaded = store.load_if_mentions::<NetworkFile>(&req.env.container_id)?;
+        let loaded = vstore.load_if_mentions(&req.env.container_id)?;
         let records: Vec<(String, Endpoint)> = match &loaded {
             Some(l) => find_record(&l.value, req, &id)?.into_iter().collect(),
             None => Vec::new(),
@@ -588,7 +588,7 @@ impl Plugin for NetworkPlugin {
             // State lost, a repeated DEL, or an ADD interrupted before its record: release by
             // container ID, and remove a host veth of ours that no record claims (spec A.3.5).
             let _guard = veth_lock(req, &id.host_veth)?;
-            let file: NetworkFile = store.load()?;
+            let file: NetworkFile = vstore.load()?;
             if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
                 // The container's one attachment is another one (network or interface): its
                 // address and veth are not this DEL's to touch.
@@ -647,10 +647,7 @@ impl Plugin for NetworkPlugin {
             }
             Ok(((), changed))
         };
-        match loaded {
-            Some(l) => store.update_loaded(l, remove)?,
-            None => store.update(remove)?,
-        }
+        vstore.update(loaded, remove)?;
         watch.lap("stateWrite");
         for (_, ep) in &records {
             for ip in endpoint_ips(ep) {
@@ -672,7 +669,7 @@ impl Plugin for NetworkPlugin {
     fn check(&self, req: &Request) -> Result<()> {
         let id = ident(req);
         let pod = netns_of(req)?;
-        let file: NetworkFile = store(req).load()?;
+        let file: NetworkFile = VnetStore::new(req).load()?;
         let (key, ep) = find_record(&file, req, &id)?.ok_or_else(|| {
             runtime(format!(
                 "no endpoint for container {} interface {} in network {}",
@@ -730,8 +727,8 @@ impl Plugin for NetworkPlugin {
                 .map(|k| (a.container_id.clone(), k))
             })
             .collect();
-        let store = store(req);
-        let removed: Vec<Endpoint> = store.update(|file: &mut NetworkFile| {
+        let vstore = VnetStore::new(req);
+        let removed: Vec<Endpoint> = vstore.update(None, |file: &mut NetworkFile| {
             let mut removed = Vec::new();
             if let Some(net) = file.network_mut(&req.conf.conf.name) {
                 let mut gone = Vec::new();
@@ -768,7 +765,7 @@ impl Plugin for NetworkPlugin {
             let Some(_guard) = lock::try_acquire(&veth_lock_path(req, &link.name))? else {
                 continue;
             };
-            let file: NetworkFile = store.load()?;
+            let file: NetworkFile = vstore.load()?;
             if file.veth_owner(&link.name)?.is_some() {
                 continue;
             }

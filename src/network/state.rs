@@ -185,6 +185,11 @@ impl RawEndpoint {
             .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
     }
 
+    /// The record's JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
     /// Whether the record's text contains `"<s>"` as a JSON string: a cheap filter before
     /// parsing (container IDs and interface names never need escaping).
     pub fn mentions(&self, s: &str) -> bool {

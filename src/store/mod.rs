@@ -142,18 +142,24 @@ impl Store {
 #[derive(Debug)]
 pub struct Loaded<T> {
     pub value: T,
-    stamp: Option<Stamp>,
+    pub stamp: Option<Stamp>,
 }
 
 /// Identity of one version of a state file. Writers never modify a state file in place, they
 /// replace it (a new inode), so the same identity means the same content. `None`: no file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 fn stamp_of(m: &std::fs::Metadata) -> Stamp {
@@ -167,11 +173,11 @@ fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     }
 }
 
-fn current_stamp(path: &Path) -> Option<Stamp> {
+pub fn current_stamp(path: &Path) -> Option<Stamp> {
     std::fs::symlink_metadata(path).ok().map(|m| stamp_of(&m))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     // str::contains is a fast substring search; state files are UTF-8 JSON.
     match (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
         (Ok(h), Ok(n)) => h.contains(n),
@@ -206,7 +212,7 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
 
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
 /// non-regular files.
-fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
+pub fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
