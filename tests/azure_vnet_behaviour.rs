@@ -805,13 +805,13 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
             .map(String::as_str)
             .collect()
     );
-    for i in 0..5 {
+    for (i, (_, path)) in pods.iter().enumerate().take(5) {
         vnet_call(
             &tb,
             "a",
             "CHECK",
             &format!("cid-ix{i}"),
-            &p(&pods[i].1),
+            &p(path),
             Some(&format!("ix{i}")),
             VNET_CONF,
         )
@@ -820,13 +820,13 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
     // An index missing altogether: same.
     std::fs::remove_file(&index).unwrap();
     add(5);
-    for i in 0..6 {
+    for (i, (_, path)) in pods.iter().enumerate() {
         vnet_call(
             &tb,
             "a",
             "DEL",
             &format!("cid-ix{i}"),
-            &p(&pods[i].1),
+            &p(path),
             Some(&format!("ix{i}")),
             VNET_CONF,
         )
