@@ -11,6 +11,7 @@
 //! path: parse, change, re-serialize, and write a fresh index. The offsets come from the
 //! serializer itself (a formatter that records positions), not from searching the text.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
@@ -313,6 +314,20 @@ pub fn splice(
     record: &str,
     timestamp: &str,
 ) -> Option<(Vec<u8>, Index)> {
+    let (parts, next) = splice_parts(bytes, index, net, key, record, timestamp)?;
+    Some((parts.concat(), next))
+}
+
+/// `splice` as the pieces of the new text, in order, so they can be written without first
+/// copying the whole file into one buffer.
+pub fn splice_parts<'a>(
+    bytes: &'a [u8],
+    index: &Index,
+    net: &str,
+    key: &str,
+    record: &str,
+    timestamp: &'a str,
+) -> Option<([Cow<'a, [u8]>; 5], Index)> {
     let ix = index.networks.get(net)?;
     let (ts0, ts1) = index.timestamp;
     let empty = bytes.get(ix.open..=ix.close)? == b"{}";
@@ -334,12 +349,6 @@ pub fn splice(
     {
         return None;
     }
-    let mut out = Vec::with_capacity(bytes.len() + insert.len() + 64);
-    out.extend_from_slice(&bytes[..ts0]);
-    out.extend_from_slice(timestamp.as_bytes());
-    out.extend_from_slice(&bytes[ts1..at]);
-    out.extend_from_slice(insert.as_bytes());
-    out.extend_from_slice(&bytes[at + removed..]);
     let ts_delta = timestamp.len() as isize - (ts1 - ts0) as isize;
     let ins_delta = insert.len() as isize - removed as isize;
     let shift = |pos: usize| -> usize {
@@ -363,7 +372,14 @@ pub fn splice(
             n.close = shift(n.close);
         }
     }
-    Some((out, next))
+    let parts = [
+        Cow::Borrowed(&bytes[..ts0]),
+        Cow::Borrowed(timestamp.as_bytes()),
+        Cow::Borrowed(&bytes[ts1..at]),
+        Cow::Owned(insert.into_bytes()),
+        Cow::Borrowed(&bytes[at + removed..]),
+    ];
+    Some((parts, next))
 }
 
 #[cfg(test)]

@@ -124,15 +124,16 @@ impl VnetStore {
     }
 
     /// Write the new text and, once it is in place, its index (with the file's new identity).
-    fn write(&self, bytes: &[u8], mut index: Index) -> Result<()> {
-        store::write_atomic(&self.path, bytes)
+    fn write(&self, parts: &[&[u8]], mut index: Index) -> Result<()> {
+        store::write_atomic_parts(&self.path, parts, true)
             .map_err(|e| e.context(format!("write state file {}", self.path.display())))?;
         if let Some(stamp) = store::current_stamp(&self.path) {
             index.stamp = stamp;
-            // Failing to write the index costs the next ADD the full path, nothing more: an
-            // index whose identity does not match the file is never used.
+            // The index is a cache: losing it (a crash, a failed write) costs the next ADD the
+            // full path, nothing more, since an index whose identity does not match the file
+            // is never used. So no fsync for it.
             if let Ok(text) = serde_json::to_vec(&index) {
-                let _ = store::write_atomic(&self.index_path, &text);
+                let _ = store::write_atomic_parts(&self.index_path, &[&text], false);
             }
         }
         Ok(())
@@ -154,7 +155,7 @@ impl VnetStore {
             state.stamp(&store::plugin_version(), &rfc3339_nano(SystemTime::now()));
             let hint = now.map(|s| s.size() as usize).unwrap_or(0) + 4096;
             let (bytes, index) = index::serialize(&state, hint)?;
-            self.write(&bytes, index)?;
+            self.write(&[&bytes], index)?;
         }
         Ok(out)
     }
@@ -192,32 +193,33 @@ impl VnetStore {
                 .and_then(|n| IpNetwork::new(n.network(), n.prefix()).ok())
                 .map(|n| n.to_string())
                 .unwrap_or_default();
+            // Unchanged since the snapshot, whose text did not mention this container: so
+            // no record of it is in the file, nor its long key (which contains its ID).
             let usable = Some(index.stamp) == now
                 && index
                     .networks
                     .get(net)
-                    .is_some_and(|n| n.subnets.contains(&subnet))
-                && !store::contains(bytes, quoted(cid).as_bytes());
+                    .is_some_and(|n| n.subnets.contains(&subnet));
             if let (true, Some(nix)) = (usable, index.networks.get(net)) {
                 let (short, long) = keys;
+                debug_assert!(!store::contains(bytes, quoted(cid).as_bytes()));
                 // Spec A.3.2: the short ID may belong to another container.
                 let key = if index::has_key(bytes, nix, short) {
                     long
                 } else {
                     short
                 };
-                if !index::has_key(bytes, nix, key) {
-                    let raw = RawEndpoint::from_endpoint(&Endpoint {
-                        id: key.to_string(),
-                        ..ep.clone()
-                    })?;
-                    let ts = rfc3339_nano(SystemTime::now());
-                    if let Some((text, next)) =
-                        index::splice(bytes, index, net, key, raw.text(), &ts)
-                    {
-                        self.write(&text, next)?;
-                        return Ok(key.to_string());
-                    }
+                let raw = RawEndpoint::from_endpoint(&Endpoint {
+                    id: key.to_string(),
+                    ..ep.clone()
+                })?;
+                let ts = rfc3339_nano(SystemTime::now());
+                if let Some((parts, next)) =
+                    index::splice_parts(bytes, index, net, key, raw.text(), &ts)
+                {
+                    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
+                    self.write(&parts, next)?;
+                    return Ok(key.to_string());
                 }
             }
         }

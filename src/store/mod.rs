@@ -289,6 +289,12 @@ pub fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// The temp name is fixed: callers hold the store lock, so there is one writer at a time, and
 /// a temp file left by a writer killed mid-way is simply replaced by the next one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_parts(path, &[bytes], true)
+}
+
+/// `write_atomic` of the concatenation of `parts`; `durable: false` skips the fsyncs (for
+/// caches: still replaced atomically, so readers see the old or the new file, whole).
+pub fn write_atomic_parts(path: &Path, parts: &[&[u8]], durable: bool) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -309,8 +315,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .mode(0o600)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
+        for part in parts {
+            f.write_all(part)?;
+        }
+        if durable {
+            f.sync_data()?;
+        }
         drop(f);
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -321,8 +331,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     // Make the rename durable. The new file is already in place and complete: a failure here
     // is not reported, or the caller would roll back an operation whose record is committed.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    if durable {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }
