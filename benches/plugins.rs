@@ -232,10 +232,11 @@ fn floor(pods: &[PathBuf], first_ip: u8) -> Vec<f64> {
             ifname: "eth0",
             address: format!("{ip}/16").parse().unwrap(),
             mtu: 1500,
+            pod_mac: datapath::random_mac().expect("mac"),
         };
-        let idx = datapath::create_veth(&host, &ns, &plan).expect("veth");
+        let (idx, peer) = datapath::create_veth(&host, &ns, &plan).expect("veth");
         datapath::configure_host(&host, &plan, idx).expect("host");
-        datapath::configure_pod(&ns, &plan).expect("pod");
+        datapath::configure_pod(&ns, &plan, peer).expect("pod");
         times.push(t.elapsed().as_secs_f64() * 1e3);
         made.push(idx);
     }

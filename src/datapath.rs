@@ -14,8 +14,8 @@ use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::route::{RouteProtocol, RouteScope};
 
 use crate::encoding::mac_to_string;
-use crate::error::{internal, Result};
-use crate::netlink::{Link, Netlink, Route, VethSpec, RT_TABLE_MAIN};
+use crate::error::{internal, Code, Error, Result};
+use crate::netlink::{req, Link, Netlink, Route, VethSpec, RT_TABLE_MAIN};
 use crate::netns::Netns;
 use crate::sysctl;
 
@@ -32,6 +32,21 @@ pub struct Plan<'a> {
     /// The pod's address with the pool prefix (`10.224.0.17/16`).
     pub address: IpNetwork,
     pub mtu: u32,
+    /// The container end's MAC: random, as the kernel would pick it (`random_mac`), but chosen
+    /// by us so nobody has to read it back.
+    pub pod_mac: [u8; 6],
+}
+
+/// A random, locally administered, unicast MAC (what the kernel's `eth_random_addr` gives a
+/// veth end created without one).
+pub fn random_mac() -> Result<[u8; 6]> {
+    use std::io::Read;
+    let mut mac = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut mac))
+        .map_err(|e| Error::os(Code::Internal, &e).context("read /dev/urandom"))?;
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
 }
 
 /// The node must forward for transparent mode to work at all (spec A.3.11). Returns whether
@@ -45,25 +60,22 @@ pub fn ensure_ip_forward() -> Result<bool> {
 }
 
 /// One RTM_NEWLINK: host end named, MAC'd, sized and up; the peer born inside the pod under its
-/// temporary name. Returns the host end's ifindex.
-pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<u32> {
-    host.create_veth(&VethSpec {
+/// temporary name, with its MAC. Returns the host end's ifindex and the peer's (in the pod).
+pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<(u32, u32)> {
+    let link = host.create_veth(&VethSpec {
         name: plan.host_veth,
         mac: Some(HOST_VETH_MAC),
         mtu: Some(plan.mtu),
         up: true,
         peer_name: plan.container_veth,
+        peer_mac: Some(plan.pod_mac),
         peer_mtu: Some(plan.mtu),
         peer_netns: Some(pod.raw_fd()),
     })?;
-    host.link_by_name(plan.host_veth)?
-        .map(|l| l.index)
-        .ok_or_else(|| {
-            internal(format!(
-                "veth {} vanished right after creation",
-                plan.host_veth
-            ))
-        })
+    let peer = link
+        .peer_index
+        .ok_or_else(|| internal(format!("veth {} has no peer index", plan.host_veth)))?;
+    Ok((link.index, peer))
 }
 
 fn host_route(ip: IpAddr, index: u32) -> Result<Route> {
@@ -79,49 +91,50 @@ pub fn configure_host(host: &Netlink, plan: &Plan, index: u32) -> Result<()> {
     host.replace_route(&host_route(plan.address.ip(), index)?)
 }
 
-/// Pod side, on a thread inside the pod's namespace. Returns the pod interface's MAC.
-pub fn configure_pod(pod: &Netns, plan: &Plan) -> Result<[u8; 6]> {
+/// Pod side, on a thread inside the pod's namespace; `idx` is the container end's ifindex
+/// there. The requests go as one batch: the kernel applies them in order (rename and up, the
+/// address, which creates the subnet route, then its removal, the two routes, the neighbour),
+/// and a failure anywhere is undone by deleting the veth.
+pub fn configure_pod(pod: &Netns, plan: &Plan, idx: u32) -> Result<()> {
     pod.run(|| {
         let nl = Netlink::connect()?;
-        let link = nl.link_by_name(plan.container_veth)?.ok_or_else(|| {
-            internal(format!("{} did not arrive in the pod", plan.container_veth))
-        })?;
-        let idx = link.index;
         // Before the link comes up, as upstream does: no router advertisements on eth0.
         sysctl::write_if_exists(
             &format!("net/ipv6/conf/{}/accept_ra", plan.container_veth),
             "0",
         )?;
-        nl.set_link(idx, Some(plan.ifname), Some(true), None)
-            .map_err(|e| {
-                e.context(format!(
-                    "rename {} to {} in the pod",
-                    plan.container_veth, plan.ifname
-                ))
-            })?;
-        nl.add_address(idx, plan.address)?;
+        let gw = IpAddr::V4(VIRTUAL_GATEWAY);
+        let net = |ip, len| IpNetwork::new(ip, len).map_err(|e| internal(e.to_string()));
+        let mut reqs = vec![
+            req::set_link(idx, Some(plan.ifname), Some(true), None),
+            req::add_address(idx, plan.address),
+        ];
         // The kernel adds `<subnet> dev eth0 proto kernel` with the address; transparent mode
         // sends everything, same subnet included, to the host, so it goes (upstream: fatal).
         if let Some(subnet) = subnet_route(plan.address, idx) {
-            nl.del_route(&subnet)?;
+            reqs.push(req::del_route(&subnet));
         }
-        let gw = IpAddr::V4(VIRTUAL_GATEWAY);
-        nl.add_route(&Route::new(
-            IpNetwork::new(gw, 32).map_err(|e| internal(e.to_string()))?,
+        reqs.push(req::add_route(&Route::new(
+            net(gw, 32)?,
             None,
             idx,
             RouteScope::Link,
-        ))?;
-        nl.add_route(&Route::new(
-            IpNetwork::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
-                .map_err(|e| internal(e.to_string()))?,
+        )));
+        reqs.push(req::add_route(&Route::new(
+            net(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)?,
             Some(gw),
             idx,
             RouteScope::Universe,
-        ))?;
-        nl.set_neighbour(idx, gw, HOST_VETH_MAC, NeighbourState::Probe)?;
-        link.mac
-            .ok_or_else(|| internal(format!("{} has no MAC", plan.container_veth)))
+        )));
+        reqs.push(req::set_neighbour(
+            idx,
+            gw,
+            HOST_VETH_MAC,
+            NeighbourState::Probe,
+        ));
+        nl.batch(reqs)
+            .map(|_| ())
+            .map_err(|e| e.context(format!("configure {} in the pod", plan.container_veth)))
     })
 }
 

@@ -57,6 +57,7 @@ pub struct VethSpec<'a> {
     pub mtu: Option<u32>,
     pub up: bool,
     pub peer_name: &'a str,
+    pub peer_mac: Option<[u8; 6]>,
     pub peer_mtu: Option<u32>,
     pub peer_netns: Option<RawFd>,
 }
@@ -180,6 +181,51 @@ impl Netlink {
             .map(|_| ())
     }
 
+    /// Send `reqs` back to back and then collect every answer: the kernel handles a socket's
+    /// requests in order, so this is the same as sending them one by one, without waiting a
+    /// round trip for each. The first failure (in order) is returned, with its description;
+    /// the requests after it have been applied too, so callers use this where one undo
+    /// (deleting the veth) covers them all.
+    pub fn batch(&self, reqs: Vec<Req>) -> Result<Vec<Vec<RouteNetlinkMessage>>> {
+        let mut handle = self.handle.clone();
+        self.rt.block_on(async move {
+            let mut pending = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                let mut m = NetlinkMessage::from(r.msg);
+                m.header.flags = r.flags;
+                pending.push((handle.request(m).map_err(nl_err)?, r.what));
+            }
+            let mut out = Vec::with_capacity(pending.len());
+            let mut first_error = None;
+            for (mut replies, what) in pending {
+                let mut msgs = Vec::new();
+                while let Some(reply) = replies.next().await {
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(m) => msgs.push(m),
+                        NetlinkPayload::Error(e) if e.code.is_some() && first_error.is_none() => {
+                            let io = e.to_io();
+                            first_error = Some(
+                                Error::os(Code::Internal, &io)
+                                    .context("netlink")
+                                    .context(&what),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(msgs);
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        })
+    }
+
+    fn one(&self, r: Req) -> Result<()> {
+        self.batch(vec![r]).map(|_| ())
+    }
+
     fn dump(&self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
         self.request(msg, NLM_F_REQUEST | NLM_F_DUMP)
     }
@@ -222,12 +268,17 @@ impl Netlink {
             .map_err(|e| e.context(format!("look up link #{index}")))
     }
 
-    /// One RTM_NEWLINK creates both ends, sets the host end's MAC, MTU and state, and puts the
-    /// peer straight into its namespace (no separate move, which costs an extra round trip).
-    pub fn create_veth(&self, spec: &VethSpec) -> Result<()> {
+    /// One RTM_NEWLINK creates both ends, sets their MACs, MTU and the host end's state, and
+    /// puts the peer straight into its namespace (no separate move, which costs an extra round
+    /// trip); the host end is read back in the same batch (its index, and `IFLA_LINK`: the
+    /// peer's index in its namespace).
+    pub fn create_veth(&self, spec: &VethSpec) -> Result<Link> {
         let mut peer = LinkMessage::default();
         peer.attributes
             .push(LinkAttribute::IfName(spec.peer_name.to_string()));
+        if let Some(mac) = spec.peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         if let Some(mtu) = spec.peer_mtu {
             peer.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -251,8 +302,30 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .map_err(|e| e.context(format!("create veth pair {}/{}", spec.name, spec.peer_name)))
+        let mut get = LinkMessage::default();
+        get.attributes
+            .push(LinkAttribute::IfName(spec.name.to_string()));
+        let what = format!("create veth pair {}/{}", spec.name, spec.peer_name);
+        let replies = self.batch(vec![
+            Req {
+                msg: RouteNetlinkMessage::NewLink(msg),
+                flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                what: what.clone(),
+            },
+            Req {
+                msg: RouteNetlinkMessage::GetLink(get),
+                flags: NLM_F_REQUEST,
+                what: what.clone(),
+            },
+        ])?;
+        replies
+            .into_iter()
+            .flatten()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(parse_link(&l)),
+                _ => None,
+            })
+            .ok_or_else(|| Error::new(Code::Internal, format!("{what}: the new link is not there")))
     }
 
     /// Rename and/or change state and MTU in one RTM_NEWLINK. The kernel applies the name
@@ -264,22 +337,7 @@ impl Netlink {
         up: Option<bool>,
         mtu: Option<u32>,
     ) -> Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        if let Some(up) = up {
-            if up {
-                msg.header.flags |= LinkFlags::Up;
-            }
-            msg.header.change_mask |= LinkFlags::Up;
-        }
-        if let Some(name) = name {
-            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        }
-        if let Some(mtu) = mtu {
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        self.ack(RouteNetlinkMessage::NewLink(msg), 0)
-            .map_err(|e| e.context(format!("configure link #{index}")))
+        self.one(req::set_link(index, name, up, mtu))
     }
 
     pub fn delete_link(&self, index: u32) -> Result<()> {
@@ -292,17 +350,7 @@ impl Netlink {
     // ---- addresses --------------------------------------------------------------------
 
     pub fn add_address(&self, index: u32, net: IpNetwork) -> Result<()> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = family(net.ip());
-        msg.header.prefix_len = net.prefix();
-        msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(net.ip()));
-        msg.attributes.push(AddressAttribute::Address(net.ip()));
-        self.ack(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map_err(|e| e.context(format!("add address {net} to link #{index}")))
+        self.one(req::add_address(index, net))
     }
 
     /// Addresses of one family (the kernel filters the dump: every veth has an IPv6 link-local
@@ -342,7 +390,7 @@ impl Netlink {
 
     // ---- routes -----------------------------------------------------------------------
 
-    fn route_message(r: &Route) -> RouteMessage {
+    pub(crate) fn route_message(r: &Route) -> RouteMessage {
         let mut msg = RouteMessage::default();
         msg.header = RouteHeader {
             address_family: family(r.dst.ip()),
@@ -370,26 +418,17 @@ impl Netlink {
     }
 
     pub fn add_route(&self, r: &Route) -> Result<()> {
-        self.ack(
-            RouteNetlinkMessage::NewRoute(Self::route_message(r)),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map_err(|e| e.context(format!("add route {}", describe_route(r))))
+        self.one(req::add_route(r))
     }
 
     /// Add, or replace a route to the same destination (the host `/32` route: the address is
     /// ours now, so a stale route left by an earlier owner must point at the new veth).
     pub fn replace_route(&self, r: &Route) -> Result<()> {
-        self.ack(
-            RouteNetlinkMessage::NewRoute(Self::route_message(r)),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map_err(|e| e.context(format!("replace route {}", describe_route(r))))
+        self.one(req::replace_route(r))
     }
 
     pub fn del_route(&self, r: &Route) -> Result<()> {
-        self.ack(RouteNetlinkMessage::DelRoute(Self::route_message(r)), 0)
-            .map_err(|e| e.context(format!("delete route {}", describe_route(r))))
+        self.one(req::del_route(r))
     }
 
     /// Routes of one family in the main table.
@@ -439,23 +478,7 @@ impl Netlink {
         mac: [u8; 6],
         state: NeighbourState,
     ) -> Result<()> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = family(ip);
-        msg.header.ifindex = index;
-        msg.header.state = state;
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(NeighbourAttribute::Destination(match ip {
-                IpAddr::V4(a) => NeighbourAddress::Inet(a),
-                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-            }));
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        self.ack(
-            RouteNetlinkMessage::NewNeighbour(msg),
-            NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map_err(|e| e.context(format!("set neighbour {ip} on link #{index}")))
+        self.one(req::set_neighbour(index, ip, mac, state))
     }
 
     pub fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
@@ -488,6 +511,108 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// One request ready to send: the message, its netlink flags, and what it does (for errors).
+pub struct Req {
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    what: String,
+}
+
+/// Request builders, to send one at a time (`Netlink::set_link`, ...) or as a batch.
+pub mod req {
+    use super::*;
+
+    fn ack(msg: RouteNetlinkMessage, extra: u16, what: String) -> Req {
+        Req {
+            msg,
+            flags: NLM_F_REQUEST | NLM_F_ACK | extra,
+            what,
+        }
+    }
+
+    /// Rename and/or change state and MTU in one RTM_NEWLINK. The kernel applies the name
+    /// before the flags, so a down link can be renamed and brought up in one message.
+    pub fn set_link(index: u32, name: Option<&str>, up: Option<bool>, mtu: Option<u32>) -> Req {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        if let Some(up) = up {
+            if up {
+                msg.header.flags |= LinkFlags::Up;
+            }
+            msg.header.change_mask |= LinkFlags::Up;
+        }
+        let what = match name {
+            Some(n) => format!("rename link #{index} to {n}"),
+            None => format!("configure link #{index}"),
+        };
+        if let Some(name) = name {
+            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        }
+        if let Some(mtu) = mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        ack(RouteNetlinkMessage::NewLink(msg), 0, what)
+    }
+
+    pub fn add_address(index: u32, net: IpNetwork) -> Req {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(net.ip());
+        msg.header.prefix_len = net.prefix();
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(net.ip()));
+        msg.attributes.push(AddressAttribute::Address(net.ip()));
+        ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add address {net} to link #{index}"),
+        )
+    }
+
+    pub fn add_route(r: &Route) -> Req {
+        ack(
+            RouteNetlinkMessage::NewRoute(Netlink::route_message(r)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            format!("add route {}", describe_route(r)),
+        )
+    }
+
+    pub fn replace_route(r: &Route) -> Req {
+        ack(
+            RouteNetlinkMessage::NewRoute(Netlink::route_message(r)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            format!("replace route {}", describe_route(r)),
+        )
+    }
+
+    pub fn del_route(r: &Route) -> Req {
+        ack(
+            RouteNetlinkMessage::DelRoute(Netlink::route_message(r)),
+            0,
+            format!("delete route {}", describe_route(r)),
+        )
+    }
+
+    pub fn set_neighbour(index: u32, ip: IpAddr, mac: [u8; 6], state: NeighbourState) -> Req {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = family(ip);
+        msg.header.ifindex = index;
+        msg.header.state = state;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            format!("set neighbour {ip} on link #{index}"),
+        )
     }
 }
 

@@ -495,9 +495,10 @@ impl Plugin for NetworkPlugin {
             ifname: &req.env.ifname,
             address,
             mtu: master.mtu,
+            pod_mac: datapath::random_mac()?,
         };
         watch.lap("hostNetlink");
-        let index = match datapath::create_veth(&host, &pod, &plan) {
+        let (index, peer_index) = match datapath::create_veth(&host, &pod, &plan) {
             Err(e) if e.is_errno(nix::libc::EEXIST) => {
                 // The name is taken. Upstream deletes it: the name belongs to this pod, and
                 // what holds it is a previous sandbox of the pod or a leftover of an
@@ -529,7 +530,8 @@ impl Plugin for NetworkPlugin {
         });
         datapath::configure_host(&host, &plan, index)?;
         watch.lap("hostNetlink");
-        let pod_mac = datapath::configure_pod(&pod, &plan)?;
+        datapath::configure_pod(&pod, &plan, peer_index)?;
+        let pod_mac = plan.pod_mac;
         watch.lap("podNetlink");
 
         let dns = effective_dns(req, &ipam.dns);
