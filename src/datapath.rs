@@ -24,17 +24,27 @@ pub const VIRTUAL_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// Every host veth has this MAC (upstream), which the pod's static neighbour entry names.
 pub const HOST_VETH_MAC: [u8; 6] = [0xaa; 6];
 
+/// What ADD builds before the pod's address is known: everything but the address, the
+/// routes and the MTU, so it can be done while the IPAM plugin runs.
 #[derive(Debug, Clone)]
 pub struct Plan<'a> {
     pub host_veth: &'a str,
     pub container_veth: &'a str,
     pub ifname: &'a str,
-    /// The pod's address with the pool prefix (`10.224.0.17/16`).
-    pub address: IpNetwork,
-    pub mtu: u32,
     /// The container end's MAC: random, as the kernel would pick it (`random_mac`), but chosen
     /// by us so nobody has to read it back.
     pub pod_mac: [u8; 6],
+}
+
+/// A created veth pair.
+#[derive(Debug, Clone, Copy)]
+pub struct Veth {
+    /// The host end's ifindex.
+    pub index: u32,
+    /// The container end's ifindex, in the pod.
+    pub peer_index: u32,
+    /// The MTU both ends were born with (the kernel's default).
+    pub mtu: u32,
 }
 
 /// A random, locally administered, unicast MAC (what the kernel's `eth_random_addr` gives a
@@ -59,23 +69,28 @@ pub fn ensure_ip_forward() -> Result<bool> {
     Ok(true)
 }
 
-/// One RTM_NEWLINK: host end named, MAC'd, sized and up; the peer born inside the pod under its
-/// temporary name, with its MAC. Returns the host end's ifindex and the peer's (in the pod).
-pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<(u32, u32)> {
+/// One RTM_NEWLINK: host end named, MAC'd and up; the peer born inside the pod under its
+/// temporary name, with its MAC. Both ends get the kernel's default MTU: the master, whose
+/// MTU they must have, is known only once the address is (see `configure_host`).
+pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<Veth> {
     let link = host.create_veth(&VethSpec {
         name: plan.host_veth,
         mac: Some(HOST_VETH_MAC),
-        mtu: Some(plan.mtu),
+        mtu: None,
         up: true,
         peer_name: plan.container_veth,
         peer_mac: Some(plan.pod_mac),
-        peer_mtu: Some(plan.mtu),
+        peer_mtu: None,
         peer_netns: Some(pod.raw_fd()),
     })?;
-    let peer = link
+    let peer_index = link
         .peer_index
         .ok_or_else(|| internal(format!("veth {} has no peer index", plan.host_veth)))?;
-    Ok((link.index, peer))
+    Ok(Veth {
+        index: link.index,
+        peer_index,
+        mtu: link.mtu,
+    })
 }
 
 fn host_route(ip: IpAddr, index: u32) -> Result<Route> {
@@ -84,58 +99,101 @@ fn host_route(ip: IpAddr, index: u32) -> Result<Route> {
     Ok(Route::new(dst, None, index, RouteScope::Universe))
 }
 
-/// Host side: accept_ra=0 and proxy_arp=1 on the host veth, and the pod's host route.
-pub fn configure_host(host: &Netlink, plan: &Plan, index: u32) -> Result<()> {
+/// Host side, before the address is known: accept_ra=0 and proxy_arp=1 on the host veth.
+pub fn prepare_host(plan: &Plan) -> Result<()> {
     sysctl::write_if_exists(&format!("net/ipv6/conf/{}/accept_ra", plan.host_veth), "0")?;
-    sysctl::write(&format!("net/ipv4/conf/{}/proxy_arp", plan.host_veth), "1")?;
-    host.replace_route(&host_route(plan.address.ip(), index)?)
+    sysctl::write(&format!("net/ipv4/conf/{}/proxy_arp", plan.host_veth), "1")
 }
 
-/// Pod side, on a thread inside the pod's namespace; `idx` is the container end's ifindex
-/// there. The requests go as one batch: the kernel applies them in order (rename and up, the
-/// address, which creates the subnet route, then its removal, the two routes, the neighbour),
-/// and a failure anywhere is undone by deleting the veth.
-pub fn configure_pod(pod: &Netns, plan: &Plan, idx: u32) -> Result<()> {
-    pod.run(|| {
-        let nl = Netlink::connect()?;
-        // Before the link comes up, as upstream does: no router advertisements on eth0.
-        sysctl::write_if_exists(
-            &format!("net/ipv6/conf/{}/accept_ra", plan.container_veth),
-            "0",
-        )?;
-        let gw = IpAddr::V4(VIRTUAL_GATEWAY);
-        let net = |ip, len| IpNetwork::new(ip, len).map_err(|e| internal(e.to_string()));
-        let mut reqs = vec![
-            req::set_link(idx, Some(plan.ifname), Some(true), None),
-            req::add_address(idx, plan.address),
-        ];
-        // The kernel adds `<subnet> dev eth0 proto kernel` with the address; transparent mode
-        // sends everything, same subnet included, to the host, so it goes (upstream: fatal).
-        if let Some(subnet) = subnet_route(plan.address, idx) {
-            reqs.push(req::del_route(&subnet));
-        }
-        reqs.push(req::add_route(&Route::new(
-            net(gw, 32)?,
-            None,
-            idx,
-            RouteScope::Link,
-        )));
-        reqs.push(req::add_route(&Route::new(
-            net(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)?,
-            Some(gw),
-            idx,
-            RouteScope::Universe,
-        )));
-        reqs.push(req::set_neighbour(
-            idx,
-            gw,
-            HOST_VETH_MAC,
-            NeighbourState::Probe,
-        ));
-        nl.batch(reqs)
-            .map(|_| ())
-            .map_err(|e| e.context(format!("configure {} in the pod", plan.container_veth)))
-    })
+/// Host side, once the address and the master are known: the master's MTU (when it is not
+/// the kernel's default) and the pod's host route, as one batch.
+pub fn configure_host(host: &Netlink, veth: &Veth, address: IpNetwork, mtu: u32) -> Result<()> {
+    let mut reqs = Vec::with_capacity(2);
+    if mtu != veth.mtu {
+        reqs.push(req::set_link(veth.index, None, None, Some(mtu)));
+    }
+    reqs.push(req::replace_route(&host_route(address.ip(), veth.index)?));
+    host.batch(reqs).map(|_| ())
+}
+
+/// Pod side, before the address is known, on a thread inside the pod's namespace while the
+/// caller runs `meanwhile` (the IPAM plugin): accept_ra=0 on the container end, then its
+/// rename to CNI_IFNAME and up. Returns a netlink handle bound to the pod's namespace, for
+/// [`configure_pod`], and what `meanwhile` returned.
+pub fn prepare_pod_while<R>(
+    pod: &Netns,
+    plan: &Plan,
+    veth: &Veth,
+    meanwhile: impl FnOnce() -> R,
+) -> (Result<Netlink>, R) {
+    let idx = veth.peer_index;
+    pod.run_while(
+        || {
+            let nl = Netlink::connect()?;
+            // Before the link comes up, as upstream does: no router advertisements on eth0.
+            sysctl::write_if_exists(
+                &format!("net/ipv6/conf/{}/accept_ra", plan.container_veth),
+                "0",
+            )?;
+            nl.batch(vec![req::set_link(
+                idx,
+                Some(plan.ifname),
+                Some(true),
+                None,
+            )])
+            .map_err(|e| e.context(format!("configure {} in the pod", plan.container_veth)))?;
+            Ok(nl)
+        },
+        meanwhile,
+    )
+}
+
+/// Pod side, once the address is known, through `pod_nl` (a handle bound to the pod's
+/// namespace, from [`prepare_pod_while`]). One batch: the kernel applies it in order (the MTU,
+/// the address, which creates the subnet route, then its removal, the two routes, the
+/// neighbour); a failure anywhere is undone by deleting the veth.
+pub fn configure_pod(
+    pod_nl: &Netlink,
+    plan: &Plan,
+    veth: &Veth,
+    address: IpNetwork,
+    mtu: u32,
+) -> Result<()> {
+    let idx = veth.peer_index;
+    let gw = IpAddr::V4(VIRTUAL_GATEWAY);
+    let net = |ip, len| IpNetwork::new(ip, len).map_err(|e| internal(e.to_string()));
+    let mut reqs = Vec::with_capacity(6);
+    if mtu != veth.mtu {
+        reqs.push(req::set_link(idx, None, None, Some(mtu)));
+    }
+    reqs.push(req::add_address(idx, address));
+    // The kernel adds `<subnet> dev eth0 proto kernel` with the address; transparent mode
+    // sends everything, same subnet included, to the host, so it goes (upstream: fatal).
+    if let Some(subnet) = subnet_route(address, idx) {
+        reqs.push(req::del_route(&subnet));
+    }
+    reqs.push(req::add_route(&Route::new(
+        net(gw, 32)?,
+        None,
+        idx,
+        RouteScope::Link,
+    )));
+    reqs.push(req::add_route(&Route::new(
+        net(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)?,
+        Some(gw),
+        idx,
+        RouteScope::Universe,
+    )));
+    reqs.push(req::set_neighbour(
+        idx,
+        gw,
+        HOST_VETH_MAC,
+        NeighbourState::Probe,
+    ));
+    pod_nl
+        .batch(reqs)
+        .map(|_| ())
+        .map_err(|e| e.context(format!("configure {} in the pod", plan.ifname)))
 }
 
 /// The route the kernel creates for an address (none for a /32).

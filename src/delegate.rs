@@ -79,15 +79,24 @@ fn code_from_cni(code: u32) -> Code {
     }
 }
 
-/// Run `plugin` for `command`. Returns its stdout on success. A failure keeps the delegate's
-/// CNI code (so a lock timeout stays "try again", exhaustion stays 100) and its message.
-pub fn exec(
+/// A delegate that is running: its answer is collected by [`Pending::wait`], so the caller
+/// can do other work (ADD builds the veth pair) while the delegate runs.
+pub struct Pending {
+    child: std::process::Child,
+    bin: PathBuf,
+    what: String,
+}
+
+/// Start `plugin` for `command`, with `stdin` written to it. Must be called on a thread that
+/// outlives the delegate (the main thread): the kernel's parent-death signal follows the thread
+/// that spawned the child, not the process.
+pub fn spawn(
     plugin: &str,
     command: Command,
     stdin: &[u8],
     vars: &HashMap<String, String>,
     cni_path: &[PathBuf],
-) -> Result<Vec<u8>> {
+) -> Result<Pending> {
     let bin = find_plugin(plugin, cni_path)?;
     let mut cmd = Process::new(&bin);
     cmd.env_clear()
@@ -107,35 +116,59 @@ pub fn exec(
         .map_err(|e| Error::os(Code::Runtime, &e).context(format!("exec {}", bin.display())))?;
     if let Some(mut si) = child.stdin.take() {
         // A plugin that exits before reading stdin closes the pipe: its own error explains.
+        // A config larger than the pipe buffer waits here until the delegate reads it.
         let _ = si.write_all(stdin);
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display())))?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    let what = format!("{plugin} {}", command.as_str());
-    match serde_json::from_slice::<PluginError>(&out.stdout) {
-        Ok(e) if !e.msg.is_empty() => {
-            let mut err = Error::new(code_from_cni(e.code), format!("{what}: {}", e.msg));
-            if !e.details.is_empty() {
-                err = err.with_details(e.details);
-            }
-            Err(err)
+    Ok(Pending {
+        child,
+        bin,
+        what: format!("{plugin} {}", command.as_str()),
+    })
+}
+
+impl Pending {
+    /// The delegate's stdout on success. A failure keeps the delegate's CNI code (so a lock
+    /// timeout stays "try again", exhaustion stays 100) and its message.
+    pub fn wait(self) -> Result<Vec<u8>> {
+        let Pending { child, bin, what } = self;
+        let out = child.wait_with_output().map_err(|e| {
+            Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display()))
+        })?;
+        if out.status.success() {
+            return Ok(out.stdout);
         }
-        _ => Err(Error::new(
-            Code::Runtime,
-            format!(
-                "{what} failed ({}) without a CNI error: {:?}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ),
-        )),
+        match serde_json::from_slice::<PluginError>(&out.stdout) {
+            Ok(e) if !e.msg.is_empty() => {
+                let mut err = Error::new(code_from_cni(e.code), format!("{what}: {}", e.msg));
+                if !e.details.is_empty() {
+                    err = err.with_details(e.details);
+                }
+                Err(err)
+            }
+            _ => Err(Error::new(
+                Code::Runtime,
+                format!(
+                    "{what} failed ({}) without a CNI error: {:?}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            )),
+        }
     }
+}
+
+/// Run `plugin` for `command` and wait for its answer (see [`spawn`] and [`Pending::wait`]).
+pub fn exec(
+    plugin: &str,
+    command: Command,
+    stdin: &[u8],
+    vars: &HashMap<String, String>,
+    cni_path: &[PathBuf],
+) -> Result<Vec<u8>> {
+    spawn(plugin, command, stdin, vars, cni_path)?.wait()
 }
 
 #[cfg(test)]

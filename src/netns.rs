@@ -67,6 +67,16 @@ impl Netns {
 
     /// Run `f` on a fresh thread that has entered this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        self.run_while(f, || ()).0
+    }
+
+    /// Run `f` on a fresh thread that has entered this namespace while the calling thread,
+    /// which stays where it is, runs `meanwhile`; both results are returned.
+    pub fn run_while<T: Send, R>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send,
+        meanwhile: impl FnOnce() -> R,
+    ) -> (Result<T>, R) {
         let fd = self.fd();
         std::thread::scope(|s| {
             let handle = s.spawn(move || {
@@ -76,9 +86,11 @@ impl Netns {
                 })?;
                 f()
             });
-            handle
-                .join()
-                .unwrap_or_else(|_| Err(Error::new(Code::Internal, "netns worker thread panicked")))
+            let r = meanwhile();
+            let t = handle.join().unwrap_or_else(|_| {
+                Err(Error::new(Code::Internal, "netns worker thread panicked"))
+            });
+            (t, r)
         })
     }
 

@@ -835,3 +835,48 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
     assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }
+
+#[test]
+fn both_veth_ends_take_the_masters_mtu_when_it_is_not_the_default() {
+    // The veth pair is built while the IPAM plugin runs, before the master is known, so it is
+    // born with the kernel's default MTU and corrected once the address picks the master.
+    let tb = Testbed::up(5);
+    sh(&[
+        "ip",
+        "-n",
+        &tb.node("a"),
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        "1400",
+    ]);
+    let (ns, path) = tb.pod("mtu");
+    vnet_call(
+        &tb,
+        "a",
+        "ADD",
+        "cid-mtu",
+        &p(&path),
+        Some("mtu"),
+        VNET_CONF,
+    )
+    .ok();
+    let hv = host_veth("default.mtu");
+    let host = ns_sh(&tb.node("a"), &["ip", "-o", "link", "show", &hv]);
+    assert!(host.contains("mtu 1400 "), "host veth: {host}");
+    let pod = ns_sh(&ns, &["ip", "-o", "link", "show", "eth0"]);
+    assert!(pod.contains("mtu 1400 "), "pod eth0: {pod}");
+    ping(&ns, NODE_A_IP);
+    vnet_call(
+        &tb,
+        "a",
+        "DEL",
+        "cid-mtu",
+        &p(&path),
+        Some("mtu"),
+        VNET_CONF,
+    )
+    .ok();
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+}

@@ -123,6 +123,41 @@ fn ipam_release(req: &Request, address: Option<IpAddr>) -> Result<()> {
         })
 }
 
+/// Create the veth pair. A host veth of the same name is deleted first, as upstream does: the
+/// name belongs to this pod, and what holds it is a previous sandbox of the pod or a leftover
+/// of an interrupted ADD. Anything that is not a veth is someone else's: refused.
+fn build_veth(
+    host: &Netlink,
+    pod: &Netns,
+    plan: &Plan,
+    snap: &Snapshot,
+    req: &Request,
+    id: &Ident,
+) -> Result<datapath::Veth> {
+    match datapath::create_veth(host, pod, plan) {
+        Err(e) if e.is_errno(nix::libc::EEXIST) => {
+            let old = host.link_by_name(&id.host_veth)?.ok_or(e)?;
+            if old.kind.as_deref() != Some("veth") {
+                return Err(runtime(format!(
+                    "host interface {} already exists and is not a veth; refusing to delete it",
+                    id.host_veth
+                )));
+            }
+            let owner = snap.file()?.veth_owner(&id.host_veth)?.unwrap_or_default();
+            req.log.warn(
+                "deleting an existing host veth of the same name",
+                &[
+                    ("veth", Value::from(id.host_veth.as_str())),
+                    ("owner", Value::from(owner)),
+                ],
+            );
+            host.delete_link(old.index)?;
+            datapath::create_veth(host, pod, plan)
+        }
+        other => other,
+    }
+}
+
 /// The master interface (spec B.3.1): the conflist's `master`, else the host interface with an
 /// address in the pod's subnet.
 fn find_master(host: &Netlink, master: Option<&str>, pod: IpNetwork) -> Result<Link> {
@@ -457,12 +492,50 @@ impl Plugin for NetworkPlugin {
         let host = Netlink::connect()?;
         watch.lap("netlinkSetup");
         let mut rollback = Rollback::new(req.log);
-        let out = ipam_exec(req, Command::Add, None)
-            .map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
-        watch.lap("ipamExec");
+        let pending = delegate::spawn(
+            &req.conf.ipam()?.plugin_type,
+            Command::Add,
+            &ipam_stdin(req, None),
+            req.vars,
+            &req.env.path,
+        )
+        .map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
+        watch.lap("ipamSpawn");
+
+        // While the IPAM plugin runs (about half of an ADD), everything that does not need the
+        // address is built: the veth pair, the host sysctls, and on a thread in the pod, the
+        // rename to CNI_IFNAME. Whatever happens here, the IPAM answer is waited for, so an
+        // address it handed out is released by the guard.
+        let plan = Plan {
+            host_veth: &id.host_veth,
+            container_veth: &id.container_veth,
+            ifname: &req.env.ifname,
+            pod_mac: datapath::random_mac()?,
+        };
+        let built = build_veth(&host, &pod, &plan, &snap, req, &id);
+        if let Ok(veth) = &built {
+            // Deleting the host end takes the pod end (and the host route) with it.
+            let (host, index) = (&host, veth.index);
+            rollback.push("delete the veth pair", move || host.delete_link(index));
+        }
+        let built = built.and_then(|veth| datapath::prepare_host(&plan).map(|()| veth));
+        watch.lap("vethBuild");
+        let (prepared, out) = match built {
+            Ok(veth) => {
+                let (pod_nl, out) =
+                    datapath::prepare_pod_while(&pod, &plan, &veth, || pending.wait());
+                (pod_nl.map(|nl| (veth, nl)), out)
+            }
+            Err(e) => (Err(e), pending.wait()),
+        };
+        watch.lap("ipamWait");
+        // An IPAM failure is the answer even if building failed too: it came first, as in
+        // a sequential ADD.
+        let out = out.map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
         // From here the IPAM plugin holds an address for this container, whatever its result
         // says: release by container ID (the container has no other attachment, see above).
         rollback.push("release the IP", move || ipam_release(req, None));
+        let (veth, pod_nl) = prepared?;
         let ipam =
             CniResult::from_slice(&out, req.conf.version).map_err(|e| e.context("IPAM result"))?;
         let ipc = ipam
@@ -489,48 +562,9 @@ impl Plugin for NetworkPlugin {
             },
             None => find_master(&host, None, address)?,
         };
-        let plan = Plan {
-            host_veth: &id.host_veth,
-            container_veth: &id.container_veth,
-            ifname: &req.env.ifname,
-            address,
-            mtu: master.mtu,
-            pod_mac: datapath::random_mac()?,
-        };
+        datapath::configure_host(&host, &veth, address, master.mtu)?;
         watch.lap("hostNetlink");
-        let (index, peer_index) = match datapath::create_veth(&host, &pod, &plan) {
-            Err(e) if e.is_errno(nix::libc::EEXIST) => {
-                // The name is taken. Upstream deletes it: the name belongs to this pod, and
-                // what holds it is a previous sandbox of the pod or a leftover of an
-                // interrupted ADD. Anything that is not a veth is someone else's: refuse.
-                let old = host.link_by_name(&id.host_veth)?.ok_or(e)?;
-                if old.kind.as_deref() != Some("veth") {
-                    return Err(runtime(format!(
-                        "host interface {} already exists and is not a veth; refusing to delete it",
-                        id.host_veth
-                    )));
-                }
-                let owner = snap.file()?.veth_owner(&id.host_veth)?.unwrap_or_default();
-                req.log.warn(
-                    "deleting an existing host veth of the same name",
-                    &[
-                        ("veth", Value::from(id.host_veth.as_str())),
-                        ("owner", Value::from(owner)),
-                    ],
-                );
-                host.delete_link(old.index)?;
-                datapath::create_veth(&host, &pod, &plan)?
-            }
-            other => other?,
-        };
-        // Deleting the host end takes the pod end (and the host route) with it.
-        rollback.push("delete the veth pair", {
-            let host = &host;
-            move || host.delete_link(index)
-        });
-        datapath::configure_host(&host, &plan, index)?;
-        watch.lap("hostNetlink");
-        datapath::configure_pod(&pod, &plan, peer_index)?;
+        datapath::configure_pod(&pod_nl, &plan, &veth, address, master.mtu)?;
         let pod_mac = plan.pod_mac;
         watch.lap("podNetlink");
 
