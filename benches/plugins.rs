@@ -222,13 +222,11 @@ fn floor(pods: &[PathBuf], first_ip: u8) -> Vec<f64> {
     let mut made = Vec::new();
     for (i, p) in pods.iter().enumerate() {
         let name = format!("azf{i:011}");
-        let peer = format!("{name}2");
         let ip = format!("10.224.2.{}", first_ip as usize + i);
         let t = Instant::now();
         let ns = Netns::open(p).expect("pod netns");
         let plan = Plan {
             host_veth: &name,
-            container_veth: &peer,
             ifname: "eth0",
             pod_mac: datapath::random_mac().expect("mac"),
         };
@@ -863,7 +861,7 @@ fn main() {
     for (k, v) in &add_phases {
         println!("  azure-vnet {k}: {v:.3}");
     }
-    println!("  (the IPAM process runs from ipamSpawn to the end of ipamWait, while vethBuild and the pod's rename run: its start {start_ipam:.2}, in-process {ipam_inproc:.2}: {})", ipam_phases.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", "));
+    println!("  (the IPAM process runs from ipamSpawn to the end of ipamWait, while the host sysctls and the pod's accept_ra and link up run: its start {start_ipam:.2}, in-process {ipam_inproc:.2}: {})", ipam_phases.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", "));
     println!(
         "DEL phases (medians, ms): {}",
         del_phases

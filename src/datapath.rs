@@ -3,9 +3,15 @@
 //!
 //! After ADD, host namespace: `azvX` veth (MAC aa:aa:aa:aa:aa:aa, MTU of the master, up,
 //! proxy_arp=1, accept_ra=0) and `<podIP>/32 dev azvX proto static`. Pod namespace: CNI_IFNAME
-//! (was `azvX2`) up with `<podIP>/<pool prefix>`, the kernel subnet route removed,
+//! up with `<podIP>/<pool prefix>`, the kernel subnet route removed,
 //! `169.254.1.1 dev eth0 scope link`, `default via 169.254.1.1`, and neighbour 169.254.1.1 ->
 //! aa:aa:aa:aa:aa:aa (NUD_PROBE, as upstream: the host veth's proxy ARP answers re-probes).
+//!
+//! Upstream creates the container end as `azvX2` in the host, moves it and renames it to
+//! CNI_IFNAME; we create it in the pod under its final name. The result is the same (the
+//! record still says `azvX2`, like upstream's), and a rename is the one slow link operation:
+//! the kernel waits for an RCU grace period (`synchronize_net`), 0.1 ms on an idle machine and
+//! 0.7 ms while another CPU is busy in the kernel, e.g. exec'ing the IPAM plugin.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -29,7 +35,7 @@ pub const HOST_VETH_MAC: [u8; 6] = [0xaa; 6];
 #[derive(Debug, Clone)]
 pub struct Plan<'a> {
     pub host_veth: &'a str,
-    pub container_veth: &'a str,
+    /// CNI_IFNAME: the container end's name, from birth.
     pub ifname: &'a str,
     /// The container end's MAC: random, as the kernel would pick it (`random_mac`), but chosen
     /// by us so nobody has to read it back.
@@ -69,8 +75,8 @@ pub fn ensure_ip_forward() -> Result<bool> {
     Ok(true)
 }
 
-/// One RTM_NEWLINK: host end named, MAC'd and up; the peer born inside the pod under its
-/// temporary name, with its MAC. Both ends get the kernel's default MTU: the master, whose
+/// One RTM_NEWLINK: host end named, MAC'd and up; the peer born inside the pod, down, under
+/// CNI_IFNAME, with its MAC. EEXIST means either name is taken. Both ends get the kernel's default MTU: the master, whose
 /// MTU they must have, is known only once the address is (see `configure_host`).
 pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<Veth> {
     let link = host.create_veth(&VethSpec {
@@ -78,7 +84,7 @@ pub fn create_veth(host: &Netlink, pod: &Netns, plan: &Plan) -> Result<Veth> {
         mac: Some(HOST_VETH_MAC),
         mtu: None,
         up: true,
-        peer_name: plan.container_veth,
+        peer_name: plan.ifname,
         peer_mac: Some(plan.pod_mac),
         peer_mtu: None,
         peer_netns: Some(pod.raw_fd()),
@@ -117,8 +123,7 @@ pub fn configure_host(host: &Netlink, veth: &Veth, address: IpNetwork, mtu: u32)
 }
 
 /// Pod side, before the address is known, on a thread inside the pod's namespace while the
-/// caller runs `meanwhile` (the IPAM plugin): accept_ra=0 on the container end, then its
-/// rename to CNI_IFNAME and up. Returns a netlink handle bound to the pod's namespace, for
+/// caller runs `meanwhile` (the IPAM plugin): accept_ra=0 on the container end, then up. Returns a netlink handle bound to the pod's namespace, for
 /// [`configure_pod`], and what `meanwhile` returned.
 pub fn prepare_pod_while<R>(
     pod: &Netns,
@@ -131,17 +136,9 @@ pub fn prepare_pod_while<R>(
         || {
             let nl = Netlink::connect()?;
             // Before the link comes up, as upstream does: no router advertisements on eth0.
-            sysctl::write_if_exists(
-                &format!("net/ipv6/conf/{}/accept_ra", plan.container_veth),
-                "0",
-            )?;
-            nl.batch(vec![req::set_link(
-                idx,
-                Some(plan.ifname),
-                Some(true),
-                None,
-            )])
-            .map_err(|e| e.context(format!("configure {} in the pod", plan.container_veth)))?;
+            sysctl::write_if_exists(&format!("net/ipv6/conf/{}/accept_ra", plan.ifname), "0")?;
+            nl.batch(vec![req::set_link(idx, None, Some(true), None)])
+                .map_err(|e| e.context(format!("configure {} in the pod", plan.ifname)))?;
             Ok(nl)
         },
         meanwhile,

@@ -26,15 +26,14 @@ fn fails_cleanly(tb: &Testbed, pod_ns: &str, a: Attempt, code: u64, words: &str)
 }
 
 #[test]
-fn ifname_already_taken_in_the_pod_rolls_back_veth_routes_and_ip() {
+fn ifname_already_taken_in_the_pod_is_refused_before_anything_is_made() {
     let tb = Testbed::up(30);
     let (ns, path) = tb.pod("taken");
     // A veth pair inside the pod holds the name (this kernel has no dummy driver).
     sh(&[
         "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
     ]);
-    // The failure comes at the last kernel step (renaming inside the pod): veth, host route and
-    // IP must all be undone.
+    // The container end is born as eth0 in the pod, so the very first kernel step fails.
     fails_cleanly(
         &tb,
         &ns,
@@ -45,10 +44,42 @@ fn ifname_already_taken_in_the_pod_rolls_back_veth_routes_and_ip() {
             conf: VNET_CONF,
         },
         999,
-        "rename",
+        "the pod already has an interface named eth0",
+    );
+}
+
+#[test]
+fn a_failure_at_the_last_kernel_step_rolls_back_veth_routes_and_ip() {
+    let tb = Testbed::up(30);
+    let (ns, path) = tb.pod("routed");
+    // The pod already has a default route (through another interface), so adding ours fails:
+    // the last step in the pod, after the IPAM plugin, the veth pair and the host route.
+    for cmd in [
+        "link add other0 type veth peer name other1",
+        "link set other0 up",
+        "addr add 192.0.2.1/24 dev other0",
+        "route add default via 192.0.2.254 dev other0",
+    ] {
+        let mut args = vec!["ip", "-n", &ns];
+        args.extend(cmd.split(' '));
+        sh(&args);
+    }
+    fails_cleanly(
+        &tb,
+        &ns,
+        Attempt {
+            netns: &path.display().to_string(),
+            cid: "cid-routed",
+            pod: "routed",
+            conf: VNET_CONF,
+        },
+        999,
+        "add route 0.0.0.0/0",
     );
     let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
-    assert!(log.contains("rolled back"), "{log}");
+    for step in ["release the IP", "delete the veth pair"] {
+        assert!(log.contains(step), "rolled back: {step}: {log}");
+    }
 }
 
 #[test]

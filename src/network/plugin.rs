@@ -134,9 +134,18 @@ fn build_veth(
     req: &Request,
     id: &Ident,
 ) -> Result<datapath::Veth> {
+    // The container end is born as CNI_IFNAME in the pod, so EEXIST is either name.
+    let pod_name_taken = |e: Error| {
+        e.context(format!(
+            "the pod already has an interface named {}",
+            req.env.ifname
+        ))
+    };
     match datapath::create_veth(host, pod, plan) {
         Err(e) if e.is_errno(nix::libc::EEXIST) => {
-            let old = host.link_by_name(&id.host_veth)?.ok_or(e)?;
+            let Some(old) = host.link_by_name(&id.host_veth)? else {
+                return Err(pod_name_taken(e));
+            };
             if old.kind.as_deref() != Some("veth") {
                 return Err(runtime(format!(
                     "host interface {} already exists and is not a veth; refusing to delete it",
@@ -152,7 +161,13 @@ fn build_veth(
                 ],
             );
             host.delete_link(old.index)?;
-            datapath::create_veth(host, pod, plan)
+            datapath::create_veth(host, pod, plan).map_err(|e| {
+                if e.is_errno(nix::libc::EEXIST) {
+                    pod_name_taken(e)
+                } else {
+                    e
+                }
+            })
         }
         other => other,
     }
@@ -492,6 +507,18 @@ impl Plugin for NetworkPlugin {
         let host = Netlink::connect()?;
         watch.lap("netlinkSetup");
         let mut rollback = Rollback::new(req.log);
+        let plan = Plan {
+            host_veth: &id.host_veth,
+            ifname: &req.env.ifname,
+            pod_mac: datapath::random_mac()?,
+        };
+        let veth = build_veth(&host, &pod, &plan, &snap, req, &id)?;
+        // Deleting the host end takes the pod end (and the host route) with it.
+        rollback.push("delete the veth pair", {
+            let host = &host;
+            move || host.delete_link(veth.index)
+        });
+        watch.lap("vethCreate");
         let pending = delegate::spawn(
             &req.conf.ipam()?.plugin_type,
             Command::Add,
@@ -501,33 +528,17 @@ impl Plugin for NetworkPlugin {
         )
         .map_err(|e| e.context("Failed to allocate pool: Failed to delegate"))?;
         watch.lap("ipamSpawn");
-
-        // While the IPAM plugin runs (about half of an ADD), everything that does not need the
-        // address is built: the veth pair, the host sysctls, and on a thread in the pod, the
-        // rename to CNI_IFNAME. Whatever happens here, the IPAM answer is waited for, so an
-        // address it handed out is released by the guard.
-        let plan = Plan {
-            host_veth: &id.host_veth,
-            container_veth: &id.container_veth,
-            ifname: &req.env.ifname,
-            pod_mac: datapath::random_mac()?,
-        };
-        let built = build_veth(&host, &pod, &plan, &snap, req, &id);
-        if let Ok(veth) = &built {
-            // Deleting the host end takes the pod end (and the host route) with it.
-            let (host, index) = (&host, veth.index);
-            rollback.push("delete the veth pair", move || host.delete_link(index));
-        }
-        let built = built.and_then(|veth| datapath::prepare_host(&plan).map(|()| veth));
-        watch.lap("vethBuild");
-        let (prepared, out) = match built {
-            Ok(veth) => {
-                let (pod_nl, out) =
-                    datapath::prepare_pod_while(&pod, &plan, &veth, || pending.wait());
-                (pod_nl.map(|nl| (veth, nl)), out)
-            }
-            Err(e) => (Err(e), pending.wait()),
-        };
+        // While the IPAM plugin runs (about half of an ADD), what does not need the address is
+        // done: the host sysctls and, on a thread in the pod, the rename to CNI_IFNAME. The
+        // IPAM answer is waited for whatever happens, so an address it handed out is released
+        // by the guard. (The veth pair is created before the IPAM exec, not during it: the
+        // kernel's netdev registration waits for the other CPU, and an exec in progress there
+        // makes it 5x slower.)
+        let (prepared, out) = datapath::prepare_pod_while(&pod, &plan, &veth, || {
+            let host_done = datapath::prepare_host(&plan);
+            (host_done, pending.wait())
+        });
+        let (host_done, out) = out;
         watch.lap("ipamWait");
         // An IPAM failure is the answer even if building failed too: it came first, as in
         // a sequential ADD.
@@ -535,7 +546,8 @@ impl Plugin for NetworkPlugin {
         // From here the IPAM plugin holds an address for this container, whatever its result
         // says: release by container ID (the container has no other attachment, see above).
         rollback.push("release the IP", move || ipam_release(req, None));
-        let (veth, pod_nl) = prepared?;
+        host_done?;
+        let pod_nl = prepared?;
         let ipam =
             CniResult::from_slice(&out, req.conf.version).map_err(|e| e.context("IPAM result"))?;
         let ipc = ipam
