@@ -75,7 +75,7 @@ impl io::Write for Sink {
 /// Go's `MarshalIndent(.., "", "\t")` layout (serde_json's pretty formatter), recording where
 /// the `TimeStamp` value and the `Endpoints` objects land.
 struct Recorder {
-    inner: serde_json::ser::PrettyFormatter<'static>,
+    inner: crate::encoding::GoFormatter,
     len: Rc<Cell<usize>>,
     /// One entry per open object/array: the key whose value is being written (objects).
     path: Vec<Option<String>>,
@@ -230,7 +230,7 @@ pub fn serialize(file: &NetworkFile, capacity: usize) -> Result<(Vec<u8>, Index)
     };
     let found = Rc::new(RefCell::new(Found::default()));
     let rec = Recorder {
-        inner: serde_json::ser::PrettyFormatter::with_indent(b"\t"),
+        inner: crate::encoding::GoFormatter::new(),
         len,
         path: Vec::new(),
         key: None,

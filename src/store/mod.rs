@@ -196,7 +196,10 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let state = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    // UTF-8 checked once for the whole text (fast), instead of string by string as
+    // `from_slice` does: a state file is mostly short strings.
+    let text = std::str::from_utf8(bytes).map_err(|e| corrupt(path, format!("not UTF-8: {e}")))?;
+    let state = serde_json::from_str(text).map_err(|e| corrupt(path, e.to_string()))?;
     // serde_json's reserved key (see `encoding::has_raw_token`): our rewrite of such a file
     // would not read back. Spelling it needs "RawValue" or a \u escape, so most files skip this.
     if (contains(bytes, b"RawValue") || contains(bytes, b"\\u"))
@@ -272,8 +275,8 @@ pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(capacity);
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, crate::encoding::GoFormatter::new());
     value
         .serialize(&mut ser)
         .map_err(|e| Error::new(Code::Internal, format!("serialize state: {e}")))?;
