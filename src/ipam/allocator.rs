@@ -147,8 +147,13 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
     let in_scope = |id: &str| req.pool.is_none_or(|p| p == id);
 
     // Pools may overlap (a source listing overlapping prefixes, a prefix that changed while
-    // addresses were in use): an address in use in one pool is not free in any other.
-    let taken = in_use(space);
+    // addresses were in use): an address in use in one pool is not free in any other. (With
+    // one pool there is no other: its own records already say what is free.)
+    let taken = if space.pools.len() > 1 {
+        in_use(space)
+    } else {
+        HashSet::new()
+    };
 
     // A specific address.
     if let Some(want) = req.address {
