@@ -23,7 +23,7 @@ fn add(tb: &Testbed, url: &str, cid: &str) -> PluginOut {
 }
 
 #[test]
-fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down() {
+fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down_or_garbled() {
     let tb = Testbed::up(30);
     let ws = Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), "ok");
     let r = add(&tb, &ws.url, "c-ws-1").ok();
@@ -48,6 +48,21 @@ fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down()
     assert_eq!(r["ips"][0]["address"], "10.224.0.6/16");
     let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
     assert!(log.contains("using the saved state"), "{log}");
+
+    // Up but answering garbage: an answer that does not parse counts as none (it is parsed
+    // only once its fingerprint differs from the merged one, after the first lock round).
+    let ws = Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), "garbage");
+    let r = add(&tb, &ws.url, "c-ws-3").ok();
+    assert_eq!(r["ips"][0]["address"], "10.224.0.7/16");
+    let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
+    assert!(
+        log.matches("using the saved state").count() == 2
+            && log.contains("invalid NMAgent interface XML"),
+        "{log}"
+    );
+    // And the saved pools were not touched by the garbage.
+    let pool = &tb.ipam_state("a")["IPAM"]["AddressSpaces"]["local"]["Pools"]["10.224.0.0/16"];
+    assert_eq!(pool["Addresses"].as_object().unwrap().len(), 30);
 }
 
 #[test]

@@ -82,22 +82,18 @@ pub fn store(req: &Request) -> Store {
 fn fetch(req: &Request, a: &IpamArgs) -> Result<Fetched> {
     let f = source::fetch(a.kind, &req.settings)?;
     // The view also depends on the config's interface filter.
-    let master = a.master.as_deref().unwrap_or("");
-    Ok(Fetched {
-        fingerprint: source::fingerprint(&[&f.fingerprint.to_le_bytes(), master.as_bytes()]),
-        nics: f.nics,
-    })
+    Ok(f.salted(a.master.as_deref().unwrap_or("").as_bytes()))
 }
 
 /// The source's answer as pools for this node: NICs matched to local links, the node's own
 /// addresses left out. Netlink work: never under the lock.
-fn build_view(fetched: &Fetched, a: &IpamArgs) -> Result<Vec<PoolView>> {
+fn build_view(nics: &[source::NicInfo], a: &IpamArgs) -> Result<Vec<PoolView>> {
     if a.kind == SourceKind::Null {
         return Ok(Vec::new());
     }
     let nl = Netlink::connect()?;
-    let links = local_links(&nl, &fetched.nics, a.master.as_deref())?;
-    let mut pools = source::pools_from(&fetched.nics, &links, a.master.as_deref());
+    let links = local_links(&nl, nics, a.master.as_deref())?;
+    let mut pools = source::pools_from(nics, &links, a.master.as_deref());
     // IPv4 only: every veth on a busy node has an IPv6 link-local address, and pods get IPv4.
     let local: HashSet<IpAddr> = nl
         .addresses(true)?
@@ -181,6 +177,24 @@ fn result_of(a: &Allocation) -> CniResult {
     }
 }
 
+/// The answer to an ADD that got `alloc`, logged with the phase times.
+fn finish(req: &Request, mut watch: Stopwatch, alloc: Allocation) -> Result<CniResult> {
+    watch.lap("state");
+    req.log.info(
+        if alloc.existing {
+            "address already held"
+        } else {
+            "address allocated"
+        },
+        &[
+            ("address", Value::from(alloc.address.to_string())),
+            ("pool", Value::from(alloc.pool_id.clone())),
+            watch.field(),
+        ],
+    );
+    Ok(result_of(&alloc))
+}
+
 impl Plugin for IpamPlugin {
     fn name(&self) -> &'static str {
         PLUGIN_NAME
@@ -203,8 +217,23 @@ impl Plugin for IpamPlugin {
             allocator::allocate(space, &request)
                 .map_err(|e| e.context("Failed to allocate address"))
         };
+        // The saved pools, when the source cannot be asked or its answer cannot be read:
+        // pods keep starting while the wireserver is down (upstream does the same).
+        let saved = |space: &mut AddressSpace, e: &Error| {
+            if space.pools.is_empty() {
+                return Err(e.clone().context("no address pools (and no saved state)"));
+            }
+            req.log.warn(
+                "address source failed; using the saved state",
+                &[("error", Value::from(e.msg()))],
+            );
+            let alloc = allocate(space)?;
+            let changed = !alloc.existing;
+            Ok((alloc, changed))
+        };
         // Round 1: the saved pools, if the source still says what was merged last (the common
-        // case: no link lookups, no merge), or if the source cannot be asked.
+        // case: its answer is not even parsed, no link lookups, no merge), or if the source
+        // cannot be asked.
         let first = store.update(|file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
             match &fetched {
@@ -214,18 +243,7 @@ impl Plugin for IpamPlugin {
                     Ok((Some(alloc), changed))
                 }
                 Ok(_) => Ok((None, false)),
-                Err(e) if space.pools.is_empty() => {
-                    Err(e.clone().context("no address pools (and no saved state)"))
-                }
-                Err(e) => {
-                    req.log.warn(
-                        "address source failed; using the saved state",
-                        &[("error", Value::from(e.msg()))],
-                    );
-                    let alloc = allocate(space)?;
-                    let changed = !alloc.existing;
-                    Ok((Some(alloc), changed))
-                }
+                Err(e) => saved(space, e).map(|(alloc, changed)| (Some(alloc), changed)),
             }
         })?;
         let alloc = match first {
@@ -234,7 +252,15 @@ impl Plugin for IpamPlugin {
                 // Round 2: the source changed (or the view aged): build the view outside the
                 // lock, then merge it, unless a view fetched later was merged meanwhile.
                 let fetched = fetched?;
-                let view = build_view(&fetched, &a)?;
+                let view = match fetched.nics() {
+                    Ok(nics) => build_view(&nics, &a)?,
+                    Err(e) => {
+                        // An answer that does not parse counts as no answer.
+                        let alloc = store
+                            .update(|file: &mut IpamFile| saved(file.space_mut(&a.space), &e))?;
+                        return finish(req, watch, alloc);
+                    }
+                };
                 watch.lap("links");
                 store.update(|file: &mut IpamFile| {
                     let space = file.space_mut(&a.space);
@@ -252,20 +278,7 @@ impl Plugin for IpamPlugin {
                 })?
             }
         };
-        watch.lap("state");
-        req.log.info(
-            if alloc.existing {
-                "address already held"
-            } else {
-                "address allocated"
-            },
-            &[
-                ("address", Value::from(alloc.address.to_string())),
-                ("pool", Value::from(alloc.pool_id.clone())),
-                watch.field(),
-            ],
-        );
-        Ok(result_of(&alloc))
+        finish(req, watch, alloc)
     }
 
     fn del(&self, req: &Request) -> Result<()> {
@@ -338,7 +351,7 @@ impl Plugin for IpamPlugin {
 
     fn status(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
-        let view = fetch(req, &a).and_then(|f| build_view(&f, &a));
+        let view = fetch(req, &a).and_then(|f| build_view(&f.nics()?, &a));
         let mut file: IpamFile = store(req).load().map_err(|e| {
             e.with_code(Code::LimitedConnectivity)
                 .context("IPAM state unreadable; DEL of existing containers fails too")

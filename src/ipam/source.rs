@@ -71,11 +71,39 @@ impl SourceKind {
     }
 }
 
-/// What a source answered, and a fingerprint of exactly what it answered.
+/// What a source answered, and a fingerprint of exactly what it answered. The answer is
+/// parsed only when it is needed (`nics`): while it says what was merged last, the saved pools
+/// are used and its bytes only fingerprinted.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    pub nics: Vec<NicInfo>,
+    kind: SourceKind,
+    bytes: Vec<u8>,
+    /// Where the answer came from, for errors.
+    origin: String,
     pub fingerprint: u64,
+}
+
+impl Fetched {
+    /// The NICs the answer lists.
+    pub fn nics(&self) -> Result<Vec<NicInfo>> {
+        match self.kind {
+            SourceKind::Azure => {
+                crate::ipam::nmagent::parse(&self.bytes).with_context(|| self.origin.clone())
+            }
+            SourceKind::File => {
+                parse_interfaces_json(&self.bytes).with_context(|| self.origin.clone())
+            }
+            SourceKind::Null => Ok(Vec::new()),
+        }
+    }
+
+    /// The same answer, its fingerprint also covering `extra` (config that shapes the view).
+    pub fn salted(self, extra: &[u8]) -> Fetched {
+        Fetched {
+            fingerprint: fingerprint(&[&self.fingerprint.to_le_bytes(), extra]),
+            ..self
+        }
+    }
 }
 
 /// FNV-1a: a cheap fingerprint to notice that a source's answer has not changed.
@@ -92,30 +120,28 @@ pub fn fingerprint(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Fetch the NIC list from the configured source.
+/// Ask the configured source for its answer (not parsed yet, see `Fetched::nics`).
 pub fn fetch(kind: SourceKind, settings: &Settings) -> Result<Fetched> {
-    let (bytes, nics) = match kind {
-        SourceKind::Azure => {
-            let body = crate::ipam::wireserver::get(
+    let (bytes, origin) = match kind {
+        SourceKind::Azure => (
+            crate::ipam::wireserver::get(
                 &settings.wireserver_url,
                 WIRESERVER_TIMEOUT,
                 MAX_SOURCE_BYTES,
-            )?;
-            let nics = crate::ipam::nmagent::parse(&body)
-                .with_context(|| format!("wireserver {}", settings.wireserver_url))?;
-            (body, nics)
-        }
-        SourceKind::File => {
-            let bytes = read_interfaces_file(&settings.interfaces_file)?;
-            let nics = parse_interfaces_json(&bytes)
-                .with_context(|| settings.interfaces_file.display().to_string())?;
-            (bytes, nics)
-        }
-        SourceKind::Null => (Vec::new(), Vec::new()),
+            )?,
+            format!("wireserver {}", settings.wireserver_url),
+        ),
+        SourceKind::File => (
+            read_interfaces_file(&settings.interfaces_file)?,
+            settings.interfaces_file.display().to_string(),
+        ),
+        SourceKind::Null => (Vec::new(), String::new()),
     };
     Ok(Fetched {
+        kind,
         fingerprint: fingerprint(&[&bytes]),
-        nics,
+        bytes,
+        origin,
     })
 }
 
