@@ -1,7 +1,7 @@
 //! The benchmark: azure-vnet + azure-vnet-ipam against the CNI project's own reference
 //! plugins (Debian's `ptp` + `host-local`), in one run, in a throwaway testbed.
 //!
-//!   sudo scripts/bench.sh [--pods 250] [--bursts 3] [--out FILE]
+//!   sudo scripts/bench.sh [--pods 250] [--bursts 3] [--floor 100] [--out FILE]
 //!
 //! Ours runs on node-a (file source, 10.224.0.x), the reference on node-b (host-local over the
 //! same /16, 10.224.1.x), same pod count. Each system has a worker thread that entered its
