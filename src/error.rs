@@ -103,11 +103,6 @@ impl Error {
         self
     }
 
-    pub fn with_errno(mut self, errno: i32) -> Self {
-        self.errno = Some(errno);
-        self
-    }
-
     /// Prefix the message with what was being done: `"<context>: <msg>"`.
     pub fn context(mut self, context: impl fmt::Display) -> Self {
         self.msg = format!("{context}: {}", self.msg);
@@ -124,10 +119,6 @@ impl Error {
 
     pub fn details(&self) -> Option<&str> {
         self.details.as_deref()
-    }
-
-    pub fn errno(&self) -> Option<i32> {
-        self.errno
     }
 
     pub fn is_errno(&self, errno: i32) -> bool {

@@ -175,21 +175,25 @@ fn load_concurrent_adds_then_dels() {
     let tb = Testbed::up(n as u32);
     for round in 0..rounds {
         let pods = make_pods(&tb, &format!("l{round}-"), n);
+        // Every pod's `cmd` at once; each result once all have exited.
+        let all_at_once = |cmd: &str| -> Vec<(bool, String)> {
+            let children: Vec<Child> = pods
+                .iter()
+                .enumerate()
+                .map(|(i, (_, p))| {
+                    let cid = format!("load{round}-{i}");
+                    spawn_in(
+                        &tb.node("a"),
+                        &vnet_bin(),
+                        &env_for(&tb, cmd, &cid, p, &format!("l{round}-{i}")),
+                        VNET_CONF.as_bytes(),
+                    )
+                })
+                .collect();
+            wait_all(children)
+        };
         let t = Instant::now();
-        let adds: Vec<Child> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| {
-                let cid = format!("load{round}-{i}");
-                spawn_in(
-                    &tb.node("a"),
-                    &vnet_bin(),
-                    &env_for(&tb, "ADD", &cid, p, &format!("l{round}-{i}")),
-                    VNET_CONF.as_bytes(),
-                )
-            })
-            .collect();
-        let results = wait_all(adds);
+        let results = all_at_once("ADD");
         let add_ms = t.elapsed().as_secs_f64() * 1e3;
         let failures: Vec<&String> = results.iter().filter(|r| !r.0).map(|r| &r.1).collect();
         assert!(
@@ -213,20 +217,7 @@ fn load_concurrent_adds_then_dels() {
         check_invariants(&tb, &format!("round {round} after ADDs"));
 
         let t = Instant::now();
-        let dels: Vec<Child> = pods
-            .iter()
-            .enumerate()
-            .map(|(i, (_, p))| {
-                let cid = format!("load{round}-{i}");
-                spawn_in(
-                    &tb.node("a"),
-                    &vnet_bin(),
-                    &env_for(&tb, "DEL", &cid, p, &format!("l{round}-{i}")),
-                    VNET_CONF.as_bytes(),
-                )
-            })
-            .collect();
-        let results = wait_all(dels);
+        let results = all_at_once("DEL");
         let del_ms = t.elapsed().as_secs_f64() * 1e3;
         assert!(results.iter().all(|r| r.0), "round {round}: DEL failures");
         assert_clean(&tb, &pods, &format!("round {round}"));

@@ -40,6 +40,14 @@ fn go_bool(name: &str, v: &str) -> Result<bool> {
     }
 }
 
+/// The `IsPrimary` attribute of `e`, `default` when it is absent.
+fn is_primary(e: &BytesStart, default: bool) -> Result<bool> {
+    match attr(e, "IsPrimary")? {
+        Some(v) => go_bool("IsPrimary", &v),
+        None => Ok(default),
+    }
+}
+
 pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
     let text = std::str::from_utf8(xml).map_err(|e| bad(format!("not UTF-8: {e}")))?;
     let mut reader = Reader::from_str(text);
@@ -84,10 +92,7 @@ pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
                 let mac = attr(&e, "MacAddress")?.unwrap_or_default();
                 // No IsPrimary attribute: the primary NIC (upstream lowers the priority only
                 // for an explicit false).
-                let is_primary = match attr(&e, "IsPrimary")? {
-                    Some(v) => go_bool("IsPrimary", &v)?,
-                    None => true,
-                };
+                let is_primary = is_primary(&e, true)?;
                 nics.push(NicInfo {
                     mac,
                     is_primary,
@@ -107,10 +112,7 @@ pub fn parse(xml: &[u8]) -> Result<Vec<NicInfo>> {
             }
             "IPAddress" if subnet_depth.is_some() && depth == 4 => {
                 let addr = attr(&e, "Address")?.unwrap_or_default();
-                let primary = match attr(&e, "IsPrimary")? {
-                    Some(v) => go_bool("IsPrimary", &v)?,
-                    None => false,
-                };
+                let primary = is_primary(&e, false)?;
                 if let Some(s) = nics.last_mut().and_then(|n| n.subnets.last_mut()) {
                     s.addresses.push((addr, primary));
                 }

@@ -177,6 +177,15 @@ fn result_of(a: &Allocation) -> CniResult {
     }
 }
 
+/// Log the addresses a DEL or GC released.
+fn log_released(req: &Request, msg: &str, released: &[IpAddr]) {
+    let list: Vec<Value> = released
+        .iter()
+        .map(|ip| Value::from(ip.to_string()))
+        .collect();
+    req.log.info(msg, &[("addresses", Value::from(list))]);
+}
+
 /// The answer to an ADD that got `alloc`, logged with the phase times.
 fn finish(req: &Request, mut watch: Stopwatch, alloc: Allocation) -> Result<CniResult> {
     watch.lap("state");
@@ -293,12 +302,7 @@ impl Plugin for IpamPlugin {
             let changed = !released.is_empty();
             Ok((released, changed))
         })?;
-        let list: Vec<Value> = released
-            .iter()
-            .map(|ip| Value::from(ip.to_string()))
-            .collect();
-        req.log
-            .info("released", &[("addresses", Value::from(list))]);
+        log_released(req, "released", &released);
         Ok(())
     }
 
@@ -340,12 +344,7 @@ impl Plugin for IpamPlugin {
             let changed = !released.is_empty();
             Ok((released, changed))
         })?;
-        let list: Vec<Value> = released
-            .iter()
-            .map(|ip| Value::from(ip.to_string()))
-            .collect();
-        req.log
-            .info("gc released", &[("addresses", Value::from(list))]);
+        log_released(req, "gc released", &released);
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 //! cleaning up a leftover veth while an ADD for the same pod builds a new one.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
@@ -292,7 +292,7 @@ fn record_endpoint(
             name: ext_name,
             mac_address: GoBytes(master.mac.map(|m| m.to_vec())),
             ipv4_gateway: GoIp::unspecified_v4(),
-            ipv6_gateway: GoIp(Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED))),
+            ipv6_gateway: GoIp::unspecified_v6(),
             ..Default::default()
         });
     let subnets = ext.subnets.get_or_insert_with(Vec::new);

@@ -283,11 +283,6 @@ fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>>
     Ok(out)
 }
 
-pub fn write_state<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = to_go_json(value)?;
-    write_atomic(path, &bytes).with_context(|| format!("write state file {}", path.display()))
-}
-
 /// Temp file (0600) in the same directory, fsync, rename over `path`, fsync the directory.
 /// The temp name is fixed: callers hold the store lock, so there is one writer at a time, and
 /// a temp file left by a writer killed mid-way is simply replaced by the next one.
