@@ -17,7 +17,7 @@ fn works_without_pod_identity_like_ctr_and_del_with_empty_netns() {
     let tb = Testbed::up(5);
     let (ns, path) = tb.pod("ctr");
     // containerd's `ctr run --cni`: no K8S_POD_* args, container ID `<namespace>-<id>`.
-    let r = vnet_call(&tb, "a", "ADD", "default-web1", &p(&path), None, VNET_CONF).ok();
+    let r = vnet_call(&tb, "a", "ADD", "default-web1", &p(&path), None, VNET_CONF).succeeded();
     let hv = host_veth("default-web1.eth0");
     assert_eq!(r["interfaces"][0]["name"], hv.as_str());
     ping(&ns, NODE_A_IP);
@@ -29,7 +29,7 @@ fn works_without_pod_identity_like_ctr_and_del_with_empty_netns() {
         "omitted like upstream's omitempty"
     );
     // containerd sends DEL with CNI_NETNS="".
-    vnet_call(&tb, "a", "DEL", "default-web1", "", None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "default-web1", "", None, VNET_CONF).succeeded();
     assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }
@@ -47,7 +47,7 @@ fn repeated_add_returns_the_same_result_and_leaves_the_pod_alone() {
         Some("again"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let before = snapshot(&tb, "a", &ns);
     let pod_before = ns_sh(&ns, &["ip", "-d", "-o", "link", "show", "eth0"]);
     let second = vnet_call(
@@ -59,7 +59,7 @@ fn repeated_add_returns_the_same_result_and_leaves_the_pod_alone() {
         Some("again"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert_eq!(first, second, "the same result");
     assert_eq!(
         before,
@@ -83,7 +83,7 @@ fn repeated_add_returns_the_same_result_and_leaves_the_pod_alone() {
         Some("again"),
         &legacy,
     )
-    .ok();
+    .succeeded();
     assert_eq!(r["ip4"]["ip"], first["ips"][0]["address"]);
 }
 
@@ -96,9 +96,9 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
 
     // Plain repeat.
     let (_, p1) = tb.pod("rep");
-    vnet_call(&tb, "a", "ADD", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
-    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
-    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).ok();
+    vnet_call(&tb, "a", "ADD", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).succeeded();
+    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).succeeded();
+    vnet_call(&tb, "a", "DEL", "cid-rep", &p(&p1), Some("rep"), VNET_CONF).succeeded();
     // The second DEL found no record and removed the veth the first left to the pod's netns.
     assert!(gone(&host_veth("default.rep")));
 
@@ -113,7 +113,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("lost"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     std::fs::remove_file(run.join("azure-vnet.json")).unwrap();
     std::fs::remove_file(run.join("azure-vnet-ipam.json")).unwrap();
     vnet_call(
@@ -125,7 +125,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("lost"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert!(gone(&host_veth("default.lost")));
 
     // Empty (0-byte) state files: the same.
@@ -139,7 +139,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("empty"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     std::fs::write(run.join("azure-vnet.json"), "").unwrap();
     std::fs::write(run.join("azure-vnet-ipam.json"), "").unwrap();
     vnet_call(
@@ -151,7 +151,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("empty"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
 
     // The pod's namespace already gone: DEL releases the IP and the record.
     let (ns4, p4) = tb.pod("nsgone");
@@ -164,7 +164,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("nsgone"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let ip4 = r["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -183,7 +183,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("nsgone"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert!(!ips_in_use(&tb.ipam_state("a")).contains_key(&ip4));
     assert!(!endpoints(&vnet_state(&tb, "a"), "azure")
         .values()
@@ -200,7 +200,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("nonetns"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     vnet_call(
         &tb,
         "a",
@@ -210,7 +210,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("nonetns"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
 
     // An ADD interrupted after IPAM and the veth, before the peer reached the pod and before
     // the record: DEL deletes the veth and releases the IP by container ID.
@@ -219,7 +219,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         tb.env("a"),
         &cni_env("ADD", "cid-broken", "/var/run/netns/x", "eth0"),
     );
-    run_plugin(Some(&node), &ipam_bin(), &env, VNET_CONF.as_bytes()).ok();
+    run_plugin(Some(&node), &ipam_bin(), &env, VNET_CONF.as_bytes()).succeeded();
     sh(&[
         "ip",
         "-n",
@@ -242,7 +242,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         Some("broken"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert!(gone(&hv) && gone(&format!("{hv}2")));
 
     assert!(
@@ -276,7 +276,7 @@ fn twenty_parallel_adds_and_dels() {
                         Some(&format!("par{i}")),
                         VNET_CONF,
                     )
-                    .ok()
+                    .succeeded()
                 })
             })
             .collect();
@@ -302,7 +302,7 @@ fn twenty_parallel_adds_and_dels() {
             Some(&format!("par{i}")),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         ping(ns, NODE_A_IP);
     }
     run_all("DEL");
@@ -330,7 +330,7 @@ fn two_adds_racing_for_one_host_veth_name_do_not_corrupt_each_other() {
             .collect();
         let outs: Vec<PluginOut> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         for o in &outs {
-            o.ok();
+            o.succeeded();
         }
         // Serialised on the veth name: the later one replaced the earlier one's veth, as
         // upstream does for a new sandbox of the same pod. Exactly one pod is wired.
@@ -355,14 +355,14 @@ fn two_adds_racing_for_one_host_veth_name_do_not_corrupt_each_other() {
             Some("same"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         assert_eq!(
             ips_in_use(&tb.ipam_state("a")).len(),
             2,
             "both hold their IP until their DEL"
         );
         // The old sandbox's DEL does not disturb the new one.
-        vnet_call(&tb, "a", "DEL", loser, &loser_path, Some("same"), VNET_CONF).ok();
+        vnet_call(&tb, "a", "DEL", loser, &loser_path, Some("same"), VNET_CONF).succeeded();
         vnet_call(
             &tb,
             "a",
@@ -372,7 +372,7 @@ fn two_adds_racing_for_one_host_veth_name_do_not_corrupt_each_other() {
             Some("same"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         vnet_call(
             &tb,
             "a",
@@ -382,7 +382,7 @@ fn two_adds_racing_for_one_host_veth_name_do_not_corrupt_each_other() {
             Some("same"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
         assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
         // Next round starts from clean pods.
@@ -420,7 +420,7 @@ fn ip_forward_is_checked_and_enabled() {
         Some("fwd"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert_eq!(
         ns_sh(&node, &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
         "1"
@@ -448,7 +448,7 @@ fn gc_removes_attachments_that_are_not_valid() {
             Some(name),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
     }
     // A leftover of an ADD killed before its record.
     let orphan = "azvdeadbeef000";
@@ -479,7 +479,7 @@ fn gc_removes_attachments_that_are_not_valid() {
                 ("CNI_PATH".into(), cni_path()),
             ],
         );
-        run_plugin(Some(&node), &vnet_bin(), &env, conf.as_bytes()).ok();
+        run_plugin(Some(&node), &vnet_bin(), &env, conf.as_bytes()).succeeded();
     };
     gc(r#"[{"containerID":"cid-g1","ifname":"eth0"}]"#);
     let eps = endpoints(&vnet_state(&tb, "a"), "azure");
@@ -505,7 +505,7 @@ fn gc_removes_attachments_that_are_not_valid() {
         Some("g1"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     ping(&pods[0].1 .0, NODE_A_IP);
 
     gc("[]");
@@ -533,7 +533,7 @@ fn status_delegates_to_ipam() {
         &env("STATUS"),
         VNET_CONF.as_bytes(),
     )
-    .ok();
+    .succeeded();
     let (_, path) = tb.pod("only");
     vnet_call(
         &tb,
@@ -544,7 +544,7 @@ fn status_delegates_to_ipam() {
         Some("only"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let e = run_plugin(
         Some(&tb.node("a")),
         &vnet_bin(),
@@ -574,7 +574,7 @@ fn log_lines_carry_pid_command_container_and_duration() {
         Some("log"),
         VNET_CONF,
     );
-    out.ok();
+    out.succeeded();
     assert!(out.stderr.is_empty(), "nothing on stderr: {}", out.stderr);
     let text = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -599,8 +599,8 @@ fn eight_character_ids_do_not_take_over_each_others_records() {
     let tb = Testbed::up(5);
     let (zns, zp) = tb.pod("z");
     let (yns, yp) = tb.pod("y");
-    vnet_call(&tb, "a", "ADD", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
-    vnet_call(&tb, "a", "ADD", "k8s-pod1", &p(&yp), None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "ADD", "k8s-pod1x", &p(&zp), None, VNET_CONF).succeeded();
+    vnet_call(&tb, "a", "ADD", "k8s-pod1", &p(&yp), None, VNET_CONF).succeeded();
     let eps = endpoints(&vnet_state(&tb, "a"), "azure");
     let owners: BTreeSet<&str> = eps
         .values()
@@ -613,7 +613,7 @@ fn eight_character_ids_do_not_take_over_each_others_records() {
         eps.keys()
     );
     for (cid, path, ns) in [("k8s-pod1x", &zp, &zns), ("k8s-pod1", &yp, &yns)] {
-        vnet_call(&tb, "a", "CHECK", cid, &p(path), None, VNET_CONF).ok();
+        vnet_call(&tb, "a", "CHECK", cid, &p(path), None, VNET_CONF).succeeded();
         ping(ns, NODE_A_IP);
     }
     // GC with both valid keeps both pods wired.
@@ -629,13 +629,13 @@ fn eight_character_ids_do_not_take_over_each_others_records() {
             ("CNI_PATH".into(), cni_path()),
         ],
     );
-    run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+    run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).succeeded();
     ping(&zns, NODE_A_IP);
     ping(&yns, NODE_A_IP);
     assert_eq!(ips_in_use(&tb.ipam_state("a")).len(), 2);
-    vnet_call(&tb, "a", "DEL", "k8s-pod1", &p(&yp), None, VNET_CONF).ok();
-    vnet_call(&tb, "a", "CHECK", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
-    vnet_call(&tb, "a", "DEL", "k8s-pod1x", &p(&zp), None, VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "k8s-pod1", &p(&yp), None, VNET_CONF).succeeded();
+    vnet_call(&tb, "a", "CHECK", "k8s-pod1x", &p(&zp), None, VNET_CONF).succeeded();
+    vnet_call(&tb, "a", "DEL", "k8s-pod1x", &p(&zp), None, VNET_CONF).succeeded();
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }
 
@@ -652,7 +652,7 @@ fn a_second_interface_of_an_attached_container_touches_nothing() {
         Some("multi"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let before = snapshot(&tb, "a", &ns);
     let with_if = |cmd: &str, ifname: &str| {
         let env = with(
@@ -662,7 +662,7 @@ fn a_second_interface_of_an_attached_container_touches_nothing() {
         run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, VNET_CONF.as_bytes())
     };
     // A DEL for an interface this container never had: success, and eth0 keeps its address.
-    with_if("DEL", "net1").ok();
+    with_if("DEL", "net1").succeeded();
     assert_eq!(before, snapshot(&tb, "a", &ns));
     // A second ADD would share eth0's address and veth: refused, nothing changed.
     let e = with_if("ADD", "net1").err(100);
@@ -683,7 +683,7 @@ fn a_second_interface_of_an_attached_container_touches_nothing() {
         Some("multi"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     ping(&ns, NODE_A_IP);
 }
 
@@ -734,7 +734,7 @@ fn status_and_gc_with_an_ipam_plugin_older_than_cni_1_1() {
                 ("CNI_PATH".into(), cni_path()),
             ],
         );
-        run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+        run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).succeeded();
     }
 }
 
@@ -745,9 +745,9 @@ fn del_after_state_loss_spares_a_newer_sandbox_of_the_same_pod() {
     let tb = Testbed::up(5);
     let (_, p1) = tb.pod("sb1");
     let (ns2, p2) = tb.pod("sb2");
-    vnet_call(&tb, "a", "ADD", "cid-sb2", &p(&p2), Some("web"), VNET_CONF).ok();
+    vnet_call(&tb, "a", "ADD", "cid-sb2", &p(&p2), Some("web"), VNET_CONF).succeeded();
     std::fs::remove_file(tb.run_dir("a").join("azure-vnet.json")).unwrap();
-    vnet_call(&tb, "a", "DEL", "cid-sb1", &p(&p1), Some("web"), VNET_CONF).ok();
+    vnet_call(&tb, "a", "DEL", "cid-sb1", &p(&p1), Some("web"), VNET_CONF).succeeded();
     assert!(links(&tb.node("a")).contains(&host_veth("default.web")));
     ping(&ns2, NODE_A_IP);
     assert_eq!(
@@ -772,7 +772,7 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
             Some(&format!("ix{i}")),
             VNET_CONF,
         )
-        .ok()
+        .succeeded()
     };
     add(0);
     assert!(index.exists(), "written with the state");
@@ -815,7 +815,7 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
             Some(&format!("ix{i}")),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
     }
     // An index missing altogether: same.
     std::fs::remove_file(&index).unwrap();
@@ -830,7 +830,7 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
             Some(&format!("ix{i}")),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
     }
     assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
@@ -861,7 +861,7 @@ fn both_veth_ends_take_the_masters_mtu_when_it_is_not_the_default() {
         Some("mtu"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let hv = host_veth("default.mtu");
     let host = ns_sh(&tb.node("a"), &["ip", "-o", "link", "show", &hv]);
     assert!(host.contains("mtu 1400 "), "host veth: {host}");
@@ -877,6 +877,6 @@ fn both_veth_ends_take_the_masters_mtu_when_it_is_not_the_default() {
         Some("mtu"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }

@@ -420,7 +420,7 @@ fn faults_sigkill_at_random_moments() {
                     ("CNI_PATH".into(), cni_path()),
                 ],
             );
-            run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+            run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).succeeded();
         }
         assert_clean(&tb, &pods, &format!("round {round}"));
         round += 1;
@@ -506,7 +506,7 @@ fn full_filesystem_gives_clear_errors_and_corrupts_nothing() {
             Some("full1"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         // Fill the filesystem.
         let mut filler = File::create(run.join("filler")).unwrap();
         let chunk = vec![0u8; 4096];
@@ -577,7 +577,7 @@ fn full_filesystem_gives_clear_errors_and_corrupts_nothing() {
             Some("full1"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         vnet_call(
             &tb,
             "a",
@@ -587,7 +587,7 @@ fn full_filesystem_gives_clear_errors_and_corrupts_nothing() {
             Some("full2"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         check_invariants(&tb, "after the filesystem had space again");
         assert_eq!(
             ips_in_use(&tb.ipam_state("a")).values().collect::<Vec<_>>(),
@@ -602,7 +602,7 @@ fn full_filesystem_gives_clear_errors_and_corrupts_nothing() {
             Some("full2"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
     });
 }
 
@@ -622,7 +622,7 @@ fn read_only_state_directory_gives_clear_errors_and_corrupts_nothing() {
             Some("ro1"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         nix::mount::mount(
             None::<&str>,
             &run,
@@ -684,7 +684,7 @@ fn read_only_state_directory_gives_clear_errors_and_corrupts_nothing() {
             Some("ro1"),
             VNET_CONF,
         )
-        .ok();
+        .succeeded();
         check_invariants(&tb, "after remounting read-write");
         assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
     });

@@ -32,7 +32,7 @@ fn host_local_ipam_and_chained_bandwidth() {
             ),
         ],
     );
-    let r = cnitool_run(&node, &netconf, "add", "azure-hl", &path, &env).ok();
+    let r = cnitool_run(&node, &netconf, "add", "azure-hl", &path, &env).succeeded();
     let ip = r["ips"][0]["address"]
         .as_str()
         .unwrap()
@@ -64,7 +64,7 @@ fn host_local_ipam_and_chained_bandwidth() {
         links(&node)
     );
 
-    cnitool_run(&node, &netconf, "del", "azure-hl", &path, &env).ok();
+    cnitool_run(&node, &netconf, "del", "azure-hl", &path, &env).succeeded();
     assert!(
         !data.join("azure-hl").join(&ip).exists(),
         "host-local released the lease"
@@ -91,7 +91,7 @@ fn ten_cnitool_pods_sharing_an_id_prefix_get_distinct_endpoints() {
     let mut pods = Vec::new();
     for i in 0..10 {
         let (ns, path) = tb.pod(&format!("ten{i}"));
-        let r = cnitool_run(&node, &netconf, "add", "azure", &path, &env).ok();
+        let r = cnitool_run(&node, &netconf, "add", "azure", &path, &env).succeeded();
         pods.push((
             ns,
             path,
@@ -122,7 +122,7 @@ fn ten_cnitool_pods_sharing_an_id_prefix_get_distinct_endpoints() {
         ping(ns, NODE_A_IP);
     }
     for (_, path, _) in &pods {
-        cnitool_run(&node, &netconf, "del", "azure", path, &env).ok();
+        cnitool_run(&node, &netconf, "del", "azure", path, &env).succeeded();
     }
     assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());

@@ -27,7 +27,7 @@ fn check_passes_on_a_good_pod_and_names_what_broke() {
             kubelet_args("default", "chk", &cid),
         ],
     );
-    let res = cnitool_run(&tb.node("a"), &netconf, "add", "azure", &path, &env).ok();
+    let res = cnitool_run(&tb.node("a"), &netconf, "add", "azure", &path, &env).succeeded();
     assert_eq!(res["cniVersion"], "1.0.0");
     let ip = res["ips"][0]["address"]
         .as_str()
@@ -171,7 +171,7 @@ fn check_passes_on_a_good_pod_and_names_what_broke() {
         }
     }
 
-    cnitool_run(&tb.node("a"), &netconf, "del", "azure", &path, &env).ok();
+    cnitool_run(&tb.node("a"), &netconf, "del", "azure", &path, &env).succeeded();
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }
 

@@ -95,7 +95,7 @@ fn pool_exhausted() {
         Some("first"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     let (ns, p2) = tb.pod("second");
     fails_cleanly(
         &tb,

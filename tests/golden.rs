@@ -118,7 +118,7 @@ fn endpoint_and_ipam_records_equal_the_seed() {
             kubelet_args("default", "nginx", CID),
         ],
     );
-    let result = run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+    let result = run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).succeeded();
     assert_eq!(result["ips"][0]["address"], "10.224.0.24/16");
 
     let state = vnet_state(&tb, "a");
@@ -191,6 +191,6 @@ fn endpoint_and_ipam_records_equal_the_seed() {
     assert_eq!(state["Network"]["CnsClient"], json!(null));
 
     let env = with(env, &[("CNI_COMMAND".into(), "DEL".into())]);
-    run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).ok();
+    run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, conf.as_bytes()).succeeded();
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }

@@ -24,7 +24,7 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
     let mut pods = Vec::new();
     for name in ["p1", "p2", "p3"] {
         let (ns, path) = tb.pod(name);
-        let res = cnitool_run(&node, &netconf, "add", "azure-ptp", &path, &env).ok();
+        let res = cnitool_run(&node, &netconf, "add", "azure-ptp", &path, &env).succeeded();
         let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
         assert!(addr.ends_with("/16"), "pool prefix kept: {addr}");
         let ip = addr.trim_end_matches("/16").to_string();
@@ -59,7 +59,7 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
 
     // DEL releases p1's address; a second DEL succeeds and changes nothing.
     let (_, p1_path, p1_ip) = &pods[0];
-    cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).ok();
+    cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).succeeded();
     let after = ips_in_use(&tb.ipam_state("a"));
     assert!(
         !after.contains_key(p1_ip),
@@ -67,12 +67,12 @@ fn ptp_three_pods_get_distinct_secondary_ips_and_del_releases() {
     );
     assert_eq!(after.len(), 2);
     let before = std::fs::read(tb.run_dir("a").join("azure-vnet-ipam.json")).unwrap();
-    cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).ok();
+    cnitool_run(&node, &netconf, "del", "azure-ptp", p1_path, &env).succeeded();
     let again = std::fs::read(tb.run_dir("a").join("azure-vnet-ipam.json")).unwrap();
     assert_eq!(before, again, "a repeated DEL writes nothing");
 
     for (_, path, _) in &pods[1..] {
-        cnitool_run(&node, &netconf, "del", "azure-ptp", path, &env).ok();
+        cnitool_run(&node, &netconf, "del", "azure-ptp", path, &env).succeeded();
     }
     assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
 }

@@ -21,7 +21,10 @@ fn sixty_four_parallel_adds_fill_a_sixty_four_address_pool_exactly() {
                     &cni_env("ADD", &format!("par-{i:02}"), "/var/run/netns/x", "eth0"),
                 );
                 let out = run_plugin(Some(&tb.node("a")), &ipam_bin(), &env, conf.as_bytes());
-                out.ok()["ips"][0]["address"].as_str().unwrap().to_string()
+                out.succeeded()["ips"][0]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
             })
         })
         .collect();

@@ -53,7 +53,7 @@ fn upstream_state_with_unknown_fields_loads_and_survives_a_rewrite() {
         &env,
         ipam_conf("0.3.0", r#","environment":"file""#).as_bytes(),
     )
-    .ok();
+    .succeeded();
     let ip = r["ips"][0]["address"].as_str().unwrap().to_string();
     assert_ne!(ip, "10.224.0.17/16", "upstream's allocation is respected");
 
@@ -79,7 +79,7 @@ fn upstream_state_with_unknown_fields_loads_and_survives_a_rewrite() {
             &env,
             ipam_conf("0.3.0", r#","environment":"file""#).as_bytes(),
         )
-        .ok();
+        .succeeded();
     };
     del("someone-else");
     assert_eq!(

@@ -26,7 +26,7 @@ fn add(tb: &Testbed, url: &str, cid: &str) -> PluginOut {
 fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down_or_garbled() {
     let tb = Testbed::up(30);
     let ws = Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), "ok");
-    let r = add(&tb, &ws.url, "c-ws-1").ok();
+    let r = add(&tb, &ws.url, "c-ws-1").succeeded();
     assert_eq!(r["ips"][0]["address"], "10.224.0.5/16");
     assert_eq!(r["ips"][0]["gateway"], "10.224.0.1");
     assert_eq!(
@@ -44,7 +44,7 @@ fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down_o
     drop(ws);
 
     // Down: the saved state still hands out addresses.
-    let r = add(&tb, &url, "c-ws-2").ok();
+    let r = add(&tb, &url, "c-ws-2").succeeded();
     assert_eq!(r["ips"][0]["address"], "10.224.0.6/16");
     let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
     assert!(log.contains("using the saved state"), "{log}");
@@ -52,7 +52,7 @@ fn allocates_from_the_wireserver_and_falls_back_to_saved_state_when_it_is_down_o
     // Up but answering garbage: an answer that does not parse counts as none (it is parsed
     // only once its fingerprint differs from the merged one, after the first lock round).
     let ws = Wireserver::start(&tb.node("a"), &tb.nmagent_xml("a"), "garbage");
-    let r = add(&tb, &ws.url, "c-ws-3").ok();
+    let r = add(&tb, &ws.url, "c-ws-3").succeeded();
     assert_eq!(r["ips"][0]["address"], "10.224.0.7/16");
     let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
     assert!(

@@ -161,7 +161,7 @@ fn a_planted_symlink_at_the_temp_name_is_not_followed() {
         Some("sym"),
         VNET_CONF,
     )
-    .ok();
+    .succeeded();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
     assert!(!std::fs::symlink_metadata(run.join("azure-vnet-ipam.json"))
         .unwrap()

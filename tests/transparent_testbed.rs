@@ -202,7 +202,7 @@ fn seed_conflist_through_cnitool_on_two_nodes() {
                     .into(),
             ));
         }
-        let result = cnitool_run(&tb.node(node), &netconf, "add", "azure", &path, &env).ok();
+        let result = cnitool_run(&tb.node(node), &netconf, "add", "azure", &path, &env).succeeded();
         assert_eq!(result["cniVersion"], "0.3.0");
         assert_eq!(
             result["interfaces"][0]["name"],
@@ -299,7 +299,7 @@ fn seed_conflist_through_cnitool_on_two_nodes() {
                     .into(),
             ));
         }
-        cnitool_run(&tb.node(p.node), &netconf, "del", "azure", &p.path, &env).ok();
+        cnitool_run(&tb.node(p.node), &netconf, "del", "azure", &p.path, &env).succeeded();
         let node = tb.node(p.node);
         assert!(
             !routes(&node).contains(&format!("{} dev", p.ip)),

@@ -77,6 +77,19 @@ impl CniEnv {
         let command = Command::parse(
             get("CNI_COMMAND").ok_or_else(|| invalid_env("CNI_COMMAND is not set"))?,
         )?;
+        if command == Command::Version {
+            // VERSION answers whatever the rest holds, as the CNI project's skel does: libcni's
+            // `GetVersionInfo` (podman, `ValidateNetworkList`) sends CNI_NETNS=dummy,
+            // CNI_IFNAME=dummy and CNI_PATH=dummy, and a plugin that refuses them is dropped.
+            return Ok(CniEnv {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: CniArgs::default(),
+                path: Vec::new(),
+            });
+        }
         let (need_cid, need_netns, need_ifname, need_path) = required(command);
         let missing = |k: &str| invalid_env(format!("required env variable {k} is not set"));
 
@@ -256,6 +269,19 @@ mod tests {
                 true,
             ),
             ("ADD", &[("CNI_ARGS", "garbage")], &[], false),
+            // libcni's GetVersionInfo: placeholders everywhere (podman, ValidateNetworkList).
+            (
+                "VERSION",
+                &[
+                    ("CNI_NETNS", "dummy"),
+                    ("CNI_IFNAME", "dummy"),
+                    ("CNI_PATH", "dummy"),
+                    ("CNI_CONTAINERID", "-not/valid"),
+                    ("CNI_ARGS", "garbage"),
+                ],
+                &[],
+                true,
+            ),
             ("BOGUS", &[], &[], false),
             ("", &[], &[], false),
         ];

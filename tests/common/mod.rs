@@ -261,7 +261,7 @@ impl PluginOut {
         })
     }
     /// Assert success and return the JSON result (Null for empty stdout).
-    pub fn ok(&self) -> Value {
+    pub fn succeeded(&self) -> Value {
         assert_eq!(
             self.code, 0,
             "plugin failed: {} {}",
