@@ -24,9 +24,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use azure_vnet_cni::datapath::{self, Plan};
-use azure_vnet_cni::netlink::Netlink;
-use azure_vnet_cni::netns::Netns;
+use azure_vnet_cni::internals::datapath::{self, Plan};
+use azure_vnet_cni::internals::netlink::Netlink;
+use azure_vnet_cni::internals::netns::Netns;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use serde_json::{json, Value};

@@ -32,125 +32,9 @@ impl GoIp {
 impl Serialize for GoIp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            // An IPAM state file is mostly IPv4 strings: format them without core::fmt.
-            Some(IpAddr::V4(ip)) => s.serialize_str(ipv4_str(ip, &mut [0; 15])),
             Some(ip) => s.collect_str(&ip),
             None => s.serialize_str(""),
         }
-    }
-}
-
-/// Dotted-quad text of `ip` (what `Display` gives) in `buf`.
-pub fn ipv4_str(ip: Ipv4Addr, buf: &mut [u8; 15]) -> &str {
-    let mut n = 0;
-    for (i, o) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        if o >= 100 {
-            buf[n] = b'0' + o / 100;
-            n += 1;
-        }
-        if o >= 10 {
-            buf[n] = b'0' + o / 10 % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + o % 10;
-        n += 1;
-    }
-    // Only ASCII digits and dots were written.
-    std::str::from_utf8(&buf[..n]).unwrap_or_default()
-}
-
-/// Go's `json.MarshalIndent(v, "", "\t")` layout: serde_json's `PrettyFormatter` with a tab
-/// indent gives the same bytes, but writes the newline and each tab separately; a state file
-/// is deeply nested (addresses sit at depth 8), so this writes each line break and its
-/// indentation in one go.
-#[derive(Debug, Default)]
-pub struct GoFormatter {
-    depth: usize,
-    has_value: bool,
-}
-
-/// `,` + newline + 31 tabs: the separators and indentations GoFormatter writes are slices.
-const BREAKS: &[u8; 33] = b",\n\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t";
-
-impl GoFormatter {
-    pub fn new() -> GoFormatter {
-        GoFormatter::default()
-    }
-
-    fn line<W: ?Sized + std::io::Write>(&self, w: &mut W, comma: bool) -> std::io::Result<()> {
-        let start = if comma { 0 } else { 1 };
-        match BREAKS.get(start..2 + self.depth) {
-            Some(b) => w.write_all(b),
-            None => {
-                // Deeper than any state file nests; correct, just slower.
-                w.write_all(&BREAKS[start..2])?;
-                (0..self.depth).try_for_each(|_| w.write_all(b"\t"))
-            }
-        }
-    }
-}
-
-impl serde_json::ser::Formatter for GoFormatter {
-    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"[")
-    }
-
-    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_sub(1);
-        if self.has_value {
-            self.line(w, false)?;
-        }
-        w.write_all(b"]")
-    }
-
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.line(w, !first)
-    }
-
-    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
-        self.has_value = true;
-        Ok(())
-    }
-
-    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth += 1;
-        self.has_value = false;
-        w.write_all(b"{")
-    }
-
-    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.depth = self.depth.saturating_sub(1);
-        if self.has_value {
-            self.line(w, false)?;
-        }
-        w.write_all(b"}")
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.line(w, !first)
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b": ")
-    }
-
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
-        self.has_value = true;
-        Ok(())
     }
 }
 
@@ -239,6 +123,13 @@ impl GoIpNet {
         let prefix = mask_to_prefix(ip.is_ipv4(), mask)?;
         IpNetwork::new(ip, prefix).ok()
     }
+}
+
+/// The subnet an address with its prefix length belongs to (`10.224.0.17/16` ->
+/// `10.224.0.0/16`).
+pub fn subnet_of(net: IpNetwork) -> IpNetwork {
+    // The prefix comes from a valid IpNetwork, so this cannot fail.
+    IpNetwork::new(net.network(), net.prefix()).unwrap_or(net)
 }
 
 /// `prefix` as Go's `net.CIDRMask` bytes: 4 bytes for IPv4, 16 for IPv6.
@@ -361,68 +252,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    fn pretty(v: &serde_json::Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-        v.serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))
-            .unwrap();
-        out
-    }
-
-    fn go(v: &serde_json::Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        v.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out,
-            GoFormatter::new(),
-        ))
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn go_formatter_writes_what_the_pretty_formatter_writes() {
-        let mut deep = serde_json::json!({"leaf": [1, {}, []]});
-        for i in 0..40 {
-            deep = serde_json::json!({ format!("k{i}"): deep, "n": [i, {"x": null}] });
-        }
-        for v in [
-            serde_json::json!(null),
-            serde_json::json!({}),
-            serde_json::json!([]),
-            serde_json::json!({"a": {}, "b": [], "c": [{}], "d": {"e": [1, 2, {"f": "g"}]}}),
-            serde_json::json!([[[]], [{}], {"a": [[1]]}]),
-            deep,
-        ] {
-            assert_eq!(
-                String::from_utf8(go(&v)).unwrap(),
-                String::from_utf8(pretty(&v)).unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn ipv4_text_is_displays() {
-        for ip in [
-            "0.0.0.0",
-            "255.255.255.255",
-            "10.224.0.5",
-            "1.10.100.109",
-            "99.9.90.200",
-            "168.63.129.16",
-        ] {
-            let a: Ipv4Addr = ip.parse().unwrap();
-            assert_eq!(ipv4_str(a, &mut [0; 15]), ip);
-            assert_eq!(
-                serde_json::to_string(&GoIp::some(IpAddr::V4(a))).unwrap(),
-                format!("\"{ip}\"")
-            );
-        }
-        for i in 0..=255u8 {
-            let a = Ipv4Addr::new(i, 255 - i, i / 3, i.wrapping_mul(7));
-            assert_eq!(ipv4_str(a, &mut [0; 15]), a.to_string());
-        }
-    }
 
     #[test]
     fn masks_as_go_writes_them() {

@@ -58,17 +58,12 @@ impl Code {
 /// A failure with its CNI code, a message that carries the chain of context, optional details,
 /// and the OS errno when one is known (so callers can tell `EEXIST` from the rest).
 #[derive(Debug, Clone, thiserror::Error)]
+#[error("{msg}")]
 pub struct Error {
     code: Code,
     msg: String,
     details: Option<String>,
     errno: Option<i32>,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.msg)
-    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,6 +119,27 @@ impl Error {
     pub fn is_errno(&self, errno: i32) -> bool {
         self.errno == Some(errno)
     }
+}
+
+/// The failures of a best-effort sequence (a teardown that carries on past a failed step), as
+/// one error: the first failure's code, every message. Ok when nothing failed.
+pub fn all(errors: Vec<Error>) -> Result<()> {
+    let mut errors = errors.into_iter();
+    let Some(first) = errors.next() else {
+        return Ok(());
+    };
+    let rest: Vec<Error> = errors.collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let msgs: Vec<&str> = std::iter::once(&first)
+        .chain(&rest)
+        .map(|e| e.msg())
+        .collect();
+    Err(Error::new(
+        first.code,
+        format!("{} steps failed: {}", msgs.len(), msgs.join("; ")),
+    ))
 }
 
 /// `.context(..)` on any result whose error converts into [`Error`].
@@ -189,6 +205,16 @@ mod tests {
         for (code, want) in table {
             assert_eq!(code.cni_code(), want, "{code:?}");
         }
+    }
+
+    #[test]
+    fn all_reports_every_failure_with_the_first_code() {
+        assert!(all(vec![]).is_ok());
+        let one = all(vec![runtime("a")]).unwrap_err();
+        assert_eq!((one.code(), one.msg()), (Code::Runtime, "a"));
+        let two = all(vec![invalid_env("a"), internal("b")]).unwrap_err();
+        assert_eq!(two.code(), Code::InvalidEnv);
+        assert_eq!(two.msg(), "2 steps failed: a; b");
     }
 
     #[test]

@@ -2,30 +2,74 @@
 //! (`azure-vnet-ipam`), as one library with two thin binaries.
 //!
 //! Rooms, and what may call what:
-//! - [`cni`]: the CNI protocol (env, config, results, versions, errors, dispatcher). Pure.
-//! - [`store`]: state files (flock + atomic replace). [`encoding`]: upstream's Go JSON shapes.
-//! - [`ipam`]: address sources, pools, the allocator and the `azure-vnet-ipam` commands.
-//! - [`settings`], [`logging`]: overrides and JSON-lines logs shared by both plugins.
+//! - [`cni`]: the CNI protocol: environment, network config, results and versions, errors,
+//!   and the dispatcher (`skel`) that turns env + stdin into stdout + exit status. Pure.
+//! - [`store`]: the state files: a kernel lock around read-modify-write, crash-safe
+//!   replacement, the `state_struct!` schema macro; [`encoding`]: upstream's Go JSON shapes.
+//! - [`ipam`]: `azure-vnet-ipam`: address sources (wireserver, file), pools, the pure
+//!   allocator, its state file and commands.
+//! - [`network`]: `azure-vnet`: names, the endpoint records and their file, the IPAM
+//!   delegation, the shared teardown, and the commands.
+//! - [`datapath`]: the transparent-mode datapath (ADD's steps, CHECK's verification), over
+//!   [`netlink`] (a thin typed rtnetlink layer), [`netns`] (work inside a namespace on a
+//!   short-lived thread) and [`sysctl`].
+//! - [`delegate`]: exec'ing another CNI plugin; [`rollback`]: ADD's undo guard.
+//! - [`error`]: the one error type and its CNI codes; [`settings`], [`logging`]: path
+//!   overrides and the JSON-lines logs shared by both plugins.
 
-pub mod cni;
-pub mod datapath;
-pub mod delegate;
-pub mod encoding;
-pub mod error;
-pub mod ipam;
-pub mod logging;
-pub mod netlink;
-pub mod netns;
-pub mod network;
-pub mod rollback;
-pub mod settings;
-pub mod store;
-pub mod sysctl;
+pub(crate) mod cni;
+pub(crate) mod datapath;
+pub(crate) mod delegate;
+pub(crate) mod encoding;
+pub(crate) mod error;
+pub(crate) mod ipam;
+pub(crate) mod logging;
+pub(crate) mod netlink;
+pub(crate) mod netns;
+pub(crate) mod network;
+pub(crate) mod rollback;
+pub(crate) mod settings;
+pub(crate) mod store;
+pub(crate) mod sysctl;
 
-pub use error::{Code, Error, Result};
+/// The crate's internals, for the fuzz targets and the benchmark's in-process floor only
+/// (`--features internals`); nothing else depends on them.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cni::{config, result, version};
+    pub use crate::ipam::{allocator, nmagent, source, state as ipam_state};
+    pub use crate::network::state as network_state;
+    pub use crate::store::{parse_state, to_go_json, StateFile};
+    pub mod datapath {
+        pub use crate::datapath::*;
+    }
+    pub mod encoding {
+        pub use crate::encoding::*;
+    }
+    pub mod netlink {
+        pub use crate::netlink::*;
+    }
+    pub mod netns {
+        pub use crate::netns::*;
+    }
+    pub mod settings {
+        pub use crate::settings::*;
+    }
+}
+
+/// `main` of the `azure-vnet` binary.
+pub fn azure_vnet_main() -> ! {
+    run_plugin(&network::plugin::NetworkPlugin)
+}
+
+/// `main` of the `azure-vnet-ipam` binary.
+pub fn azure_vnet_ipam_main() -> ! {
+    run_plugin(&ipam::plugin::IpamPlugin)
+}
 
 /// What a binary's `main` does: collect env and stdin, dispatch, print, exit.
-pub fn run_plugin(plugin: &dyn cni::skel::Plugin) -> ! {
+fn run_plugin(plugin: &dyn cni::skel::Plugin) -> ! {
     use std::io::{Read, Write};
 
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,20 +78,38 @@ pub fn run_plugin(plugin: &dyn cni::skel::Plugin) -> ! {
         println!("Azure CNI Version {}", store::plugin_version());
         std::process::exit(0);
     }
-    let vars: std::collections::HashMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
+    // Values that are not UTF-8 cannot be recorded in the JSON state files (nor compared
+    // with what is): a CNI_* variable holding one is refused before anything changes.
+    let mut vars = std::collections::HashMap::new();
+    let mut not_utf8 = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        match v.into_string() {
+            Ok(v) => {
+                vars.insert(k, v);
+            }
+            Err(v) => {
+                if k.starts_with("CNI_") {
+                    not_utf8.push(k.clone());
+                }
+                vars.insert(k, v.to_string_lossy().into_owned());
+            }
+        }
+    }
     // Read one byte past the limit so the dispatcher can tell "too big" from "exactly full".
     let mut stdin = Vec::new();
     let _ = std::io::stdin()
         .take(cni::config::MAX_STDIN as u64 + 1)
         .read_to_end(&mut stdin);
-    let out = cni::skel::dispatch(plugin, &vars, &stdin);
+    // Delegates we exec die with us (see `delegate::spawn`).
+    delegate::die_with_parent(&vars);
+    let out = match not_utf8.is_empty() {
+        true => cni::skel::dispatch(plugin, &vars, &stdin),
+        false => cni::skel::refuse(error::invalid_env(format!(
+            "{} is not valid UTF-8",
+            not_utf8.join(", ")
+        ))),
+    };
     let mut so = std::io::stdout().lock();
     let _ = so.write_all(&out.stdout);
     let _ = so.flush();

@@ -31,7 +31,6 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::TokioSocket;
 
 use crate::error::{Code, Error, Result};
-use crate::netns::Netns;
 
 /// A link as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,15 +122,6 @@ impl Netlink {
     pub fn connect() -> Result<Netlink> {
         let socket = netlink_sys::Socket::new(NETLINK_ROUTE)
             .map_err(|e| Error::os(Code::Internal, &e).context("open netlink socket"))?;
-        Netlink::from_socket(socket)
-    }
-
-    /// A handle whose socket lives in `ns`, usable from this thread.
-    pub fn connect_in(ns: &Netns) -> Result<Netlink> {
-        let socket = ns.run(|| {
-            netlink_sys::Socket::new(NETLINK_ROUTE)
-                .map_err(|e| Error::os(Code::Internal, &e).context("open netlink socket"))
-        })?;
         Netlink::from_socket(socket)
     }
 
@@ -328,18 +318,6 @@ impl Netlink {
             .ok_or_else(|| Error::new(Code::Internal, format!("{what}: the new link is not there")))
     }
 
-    /// Rename and/or change state and MTU in one RTM_NEWLINK. The kernel applies the name
-    /// before the flags, so a down link can be renamed and brought up in one message.
-    pub fn set_link(
-        &self,
-        index: u32,
-        name: Option<&str>,
-        up: Option<bool>,
-        mtu: Option<u32>,
-    ) -> Result<()> {
-        self.one(req::set_link(index, name, up, mtu))
-    }
-
     pub fn delete_link(&self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
@@ -348,10 +326,6 @@ impl Netlink {
     }
 
     // ---- addresses --------------------------------------------------------------------
-
-    pub fn add_address(&self, index: u32, net: IpNetwork) -> Result<()> {
-        self.one(req::add_address(index, net))
-    }
 
     /// Addresses of one family (the kernel filters the dump: every veth has an IPv6 link-local
     /// address, which a search for an IPv4 subnet need not read).
@@ -417,16 +391,6 @@ impl Netlink {
         msg
     }
 
-    pub fn add_route(&self, r: &Route) -> Result<()> {
-        self.one(req::add_route(r))
-    }
-
-    /// Add, or replace a route to the same destination (the host `/32` route: the address is
-    /// ours now, so a stale route left by an earlier owner must point at the new veth).
-    pub fn replace_route(&self, r: &Route) -> Result<()> {
-        self.one(req::replace_route(r))
-    }
-
     pub fn del_route(&self, r: &Route) -> Result<()> {
         self.one(req::del_route(r))
     }
@@ -470,16 +434,6 @@ impl Netlink {
     }
 
     // ---- neighbours -------------------------------------------------------------------
-
-    pub fn set_neighbour(
-        &self,
-        index: u32,
-        ip: IpAddr,
-        mac: [u8; 6],
-        state: NeighbourState,
-    ) -> Result<()> {
-        self.one(req::set_neighbour(index, ip, mac, state))
-    }
 
     pub fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
         let mut q = NeighbourMessage::default();

@@ -48,15 +48,6 @@ impl Netns {
         })
     }
 
-    /// The calling thread's own network namespace.
-    pub fn current() -> Result<Netns> {
-        Netns::open(Path::new("/proc/thread-self/ns/net"))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
@@ -92,12 +83,5 @@ impl Netns {
             });
             (t, r)
         })
-    }
-
-    /// Namespace identity (device, inode), to tell whether two paths are the same netns.
-    pub fn id(&self) -> Result<(u64, u64)> {
-        let st = nix::sys::stat::fstat(self.fd())
-            .map_err(|e| Error::os(Code::Internal, &std::io::Error::from(e)))?;
-        Ok((st.st_dev, st.st_ino))
     }
 }

@@ -757,10 +757,9 @@ fn del_after_state_loss_spares_a_newer_sandbox_of_the_same_pod() {
 }
 
 #[test]
-fn the_state_index_is_a_cache_that_can_never_mislead() {
+fn a_state_file_rewritten_by_another_writer_is_read_as_it_is() {
     let tb = Testbed::up(10);
     let run = tb.run_dir("a");
-    let index = run.join("azure-vnet/azure-vnet.json.index");
     let pods: Vec<_> = (0..6).map(|i| tb.pod(&format!("ix{i}"))).collect();
     let add = |i: usize| {
         vnet_call(
@@ -775,14 +774,10 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
         .succeeded()
     };
     add(0);
-    assert!(index.exists(), "written with the state");
-    add(1); // spliced in
-            // A garbage index: the full path, and a fresh index.
-    std::fs::write(&index, "garbage").unwrap();
+    add(1);
     add(2);
-    assert!(serde_json::from_slice::<Value>(&std::fs::read(&index).unwrap()).is_ok());
-    // The state rewritten by someone else (compact, another inode): the index no longer
-    // describes it and is not used; the record still lands correctly.
+    // The state rewritten by someone else (compact, another inode, as an editor or another
+    // tool would leave it): read as it is; the records still land correctly.
     let state: Value = read_json(&run.join("azure-vnet.json"));
     std::fs::write(
         run.join("azure-vnet.json"),
@@ -817,8 +812,6 @@ fn the_state_index_is_a_cache_that_can_never_mislead() {
         )
         .succeeded();
     }
-    // An index missing altogether: same.
-    std::fs::remove_file(&index).unwrap();
     add(5);
     for (i, (_, path)) in pods.iter().enumerate() {
         vnet_call(

@@ -6,7 +6,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The state a case starts from.
 #[derive(Clone)]
@@ -199,13 +198,9 @@ fn run_cases(tb: &Testbed, bin: &Path, cases: Vec<Case>) {
                 std::os::unix::fs::symlink(run.join("real.json"), &state_path).unwrap();
             }
         }
-        let _lock = c.hold_lock.then(|| {
-            azure_vnet_cni::store::lock::acquire(
-                &run.join("azure-vnet/azure-vnet-ipam.lock"),
-                Duration::from_secs(1),
-            )
-            .unwrap()
-        });
+        let _lock = c
+            .hold_lock
+            .then(|| hold_lock(&run.join("azure-vnet/azure-vnet-ipam.lock")));
         let mut env = with(
             tb.env("a"),
             &cni_env("ADD", &format!("bad-{i}"), "/var/run/netns/bad", "eth0"),
@@ -495,12 +490,11 @@ fn run_vnet_cases(tb: &Testbed, cases: Vec<VCase>) {
         let cid = format!("vbad-{i}");
         let _lock = c.lock.map(|_| {
             let hv = host_veth("default.badpod");
-            let stripe = azure_vnet_cni::network::names::veth_lock_name(&hv);
-            azure_vnet_cni::store::lock::acquire(
-                &run.join("azure-vnet").join(stripe),
-                Duration::from_secs(1),
+            // The stripe lock azure-vnet takes on the host veth name (`veth-<2 hex>.lock`).
+            hold_lock(
+                &run.join("azure-vnet")
+                    .join(format!("veth-{}.lock", &hv[3..5])),
             )
-            .unwrap()
         });
         let mut env = with(
             tb.env("a"),

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use azure_vnet_cni::cni::config::{ParsedConf, MAX_STDIN};
-use azure_vnet_cni::settings::Settings;
+use azure_vnet_cni::internals::config::{ParsedConf, MAX_STDIN};
+use azure_vnet_cni::internals::settings::Settings;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

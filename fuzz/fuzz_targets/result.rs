@@ -2,8 +2,8 @@
 //! panics, and a parsed result printed at any version parses back to what that version keeps.
 #![no_main]
 
-use azure_vnet_cni::cni::result::CniResult;
-use azure_vnet_cni::cni::version::Version;
+use azure_vnet_cni::internals::result::CniResult;
+use azure_vnet_cni::internals::version::Version;
 use libfuzzer_sys::fuzz_target;
 
 /// What printing `r` at `v` keeps (see the conversion unit tests in src/cni/result.rs).

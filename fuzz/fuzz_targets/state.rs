@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 
-use azure_vnet_cni::encoding::has_raw_token;
-use azure_vnet_cni::ipam::allocator::{self, Request};
-use azure_vnet_cni::ipam::source::{first_address, PoolView};
-use azure_vnet_cni::ipam::state::{AddressSpace, IpamFile};
-use azure_vnet_cni::network::state::{Endpoint, NetworkFile, RawEndpoint};
-use azure_vnet_cni::store::{parse_state, to_go_json, StateFile};
+use azure_vnet_cni::internals::encoding::has_raw_token;
+use azure_vnet_cni::internals::allocator::{self, Request};
+use azure_vnet_cni::internals::source::{first_address, PoolView};
+use azure_vnet_cni::internals::ipam_state::{AddressSpace, IpamFile};
+use azure_vnet_cni::internals::network_state::{Endpoint, NetworkFile, RawEndpoint};
+use azure_vnet_cni::internals::{parse_state, to_go_json, StateFile};
 use libfuzzer_sys::fuzz_target;
 
 const CID: &str = "fuzz-container";

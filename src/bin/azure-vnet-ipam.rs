@@ -1,3 +1,3 @@
 fn main() {
-    azure_vnet_cni::run_plugin(&azure_vnet_cni::ipam::plugin::IpamPlugin)
+    azure_vnet_cni::azure_vnet_ipam_main()
 }

@@ -1,3 +1,3 @@
 fn main() {
-    azure_vnet_cni::run_plugin(&azure_vnet_cni::network::plugin::NetworkPlugin)
+    azure_vnet_cni::azure_vnet_main()
 }

@@ -90,15 +90,6 @@ pub struct Dns {
     pub options: Vec<String>,
 }
 
-impl Dns {
-    pub fn is_empty(&self) -> bool {
-        self.nameservers.is_empty()
-            && self.domain.is_none()
-            && self.search.is_empty()
-            && self.options.is_empty()
-    }
-}
-
 // ---- wire shapes -------------------------------------------------------------------------
 
 #[derive(Deserialize)]

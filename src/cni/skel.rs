@@ -42,6 +42,15 @@ pub struct Outcome {
     pub exit_code: i32,
 }
 
+/// The answer to an invocation refused before dispatch (the process boundary found its input
+/// unusable): the error document, exit status 1.
+pub fn refuse(e: Error) -> Outcome {
+    Outcome {
+        stdout: error_json(&e, None),
+        exit_code: 1,
+    }
+}
+
 pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
     let started = Instant::now();
     let mut log_dir_conf = None;

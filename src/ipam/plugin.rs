@@ -70,11 +70,12 @@ fn ipam_args(req: &Request) -> Result<IpamArgs> {
     })
 }
 
-pub fn store(req: &Request) -> Store {
+fn store<'a>(req: &Request<'a>) -> Store<'a> {
     Store::new(
         req.settings.run_dir.join(STATE_FILE),
         req.settings.lock_dir().join(format!("{PLUGIN_NAME}.lock")),
         req.settings.lock_timeout,
+        req.log,
     )
 }
 
@@ -243,7 +244,7 @@ impl Plugin for IpamPlugin {
         // Round 1: the saved pools, if the source still says what was merged last (the common
         // case: its answer is not even parsed, no link lookups, no merge), or if the source
         // cannot be asked.
-        let first = store.update(|file: &mut IpamFile| {
+        let first = store.update(None, |file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
             match &fetched {
                 Ok(f) if still_current(space, f.fingerprint, fetched_at) => {
@@ -265,13 +266,14 @@ impl Plugin for IpamPlugin {
                     Ok(nics) => build_view(&nics, &a)?,
                     Err(e) => {
                         // An answer that does not parse counts as no answer.
-                        let alloc = store
-                            .update(|file: &mut IpamFile| saved(file.space_mut(&a.space), &e))?;
+                        let alloc = store.update(None, |file: &mut IpamFile| {
+                            saved(file.space_mut(&a.space), &e)
+                        })?;
                         return finish(req, watch, alloc);
                     }
                 };
                 watch.lap("links");
-                store.update(|file: &mut IpamFile| {
+                store.update(None, |file: &mut IpamFile| {
                     let space = file.space_mut(&a.space);
                     // The fingerprint and time always change here, so this always writes.
                     let mut changed = false;
@@ -292,7 +294,7 @@ impl Plugin for IpamPlugin {
 
     fn del(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
-        let released = store(req).update(|file: &mut IpamFile| {
+        let released = store(req).update(None, |file: &mut IpamFile| {
             if file.space(&a.space).is_none() {
                 return Ok((Vec::new(), false));
             }
@@ -308,7 +310,7 @@ impl Plugin for IpamPlugin {
 
     fn check(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
-        let file: IpamFile = store(req).load()?;
+        let file: IpamFile = store(req).load()?.value;
         let held = file.space(&a.space).is_some_and(|s| {
             s.pools.values().any(|p| {
                 p.addresses
@@ -334,7 +336,7 @@ impl Plugin for IpamPlugin {
             invalid_config("GC needs cni.dev/valid-attachments (an empty list releases everything)")
         })?;
         let valid: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
-        let released = store(req).update(|file: &mut IpamFile| {
+        let released = store(req).update(None, |file: &mut IpamFile| {
             let mut released = Vec::new();
             if let Some(am) = file.ipam.as_mut() {
                 for space in am.address_spaces.values_mut() {
@@ -351,7 +353,7 @@ impl Plugin for IpamPlugin {
     fn status(&self, req: &Request) -> Result<()> {
         let a = ipam_args(req)?;
         let view = fetch(req, &a).and_then(|f| build_view(&f.nics()?, &a));
-        let mut file: IpamFile = store(req).load().map_err(|e| {
+        let mut file: IpamFile = store(req).load().map(|l| l.value).map_err(|e| {
             e.with_code(Code::LimitedConnectivity)
                 .context("IPAM state unreadable; DEL of existing containers fails too")
         })?;

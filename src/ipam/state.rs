@@ -79,6 +79,25 @@ impl StateFile for IpamFile {
         am.version = version.to_string();
         am.timestamp = timestamp.to_string();
     }
+
+    /// Every address is released; pools stay (upstream's `restore` does the same).
+    fn forget_pods(&mut self) -> Vec<String> {
+        let mut gone = Vec::new();
+        for space in self
+            .ipam
+            .iter_mut()
+            .flat_map(|am| am.address_spaces.values_mut())
+        {
+            for pool in space.pools.values_mut() {
+                for (ip, rec) in pool.addresses.iter_mut().filter(|(_, r)| !r.is_free()) {
+                    gone.push(format!("{ip} ({})", rec.id));
+                    rec.in_use = false;
+                    rec.id.clear();
+                }
+            }
+        }
+        gone
+    }
 }
 
 impl IpamFile {

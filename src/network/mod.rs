@@ -1,7 +1,8 @@
 //! `azure-vnet`: the transparent-mode main plugin, its state file and naming rules.
 
-pub mod index;
-pub mod names;
-pub mod persist;
+mod ipam;
+pub(crate) mod names;
 pub mod plugin;
+mod record;
 pub mod state;
+mod teardown;

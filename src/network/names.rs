@@ -1,10 +1,51 @@
 //! Identifiers derived from the CNI request (spec B.3.1, A.2, A.3.1-2).
 
+use crate::cni::env::CniEnv;
+
+/// The names one request derives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ident {
+    pub host_veth: String,
+    /// What the record's `IfName` says (upstream's temporary name, as the seed records it).
+    pub container_veth: String,
+    pub short_id: String,
+    pub long_id: String,
+}
+
+impl Ident {
+    pub fn of(env: &CniEnv) -> Ident {
+        let a = &env.args;
+        let key = veth_key(
+            a.pod_namespace(),
+            a.pod_name(),
+            &env.container_id,
+            &env.ifname,
+        );
+        let host_veth = host_veth_name(&key);
+        Ident {
+            container_veth: container_veth_name(&host_veth),
+            host_veth,
+            short_id: short_endpoint_id(&env.container_id, &env.ifname),
+            long_id: long_endpoint_id(&env.container_id, &env.ifname),
+        }
+    }
+
+    /// Whether `key` is one of the two forms of this request's endpoint ID.
+    pub fn is_key(&self, key: &str) -> bool {
+        key == self.short_id || key == self.long_id
+    }
+}
+
 /// Host-side veth: `azv` + the first 11 hex digits of SHA-1(key): 14 characters, within
 /// IFNAMSIZ with room for the container side's `2`.
 pub fn host_veth_name(key: &str) -> String {
     let hex = sha1_smol::Sha1::from(key).digest().to_string();
     format!("azv{}", &hex[..11])
+}
+
+/// Whether `name` has the shape of a host veth name.
+pub fn is_host_veth(name: &str) -> bool {
+    name.len() == 14 && name.starts_with("azv")
 }
 
 /// The key upstream hashes: `<namespace>.<pod>` from kubelet's CNI_ARGS. Runtimes that pass no

@@ -185,28 +185,10 @@ impl RawEndpoint {
             .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
     }
 
-    /// The record's JSON text.
-    pub fn text(&self) -> &str {
-        self.0.get()
-    }
-
-    /// Whether the record's text contains `"<s>"` as a JSON string: a cheap filter before
-    /// parsing (container IDs and interface names never need escaping).
+    /// Whether the record's text contains `s` as a JSON string: a cheap filter before
+    /// parsing.
     pub fn mentions(&self, s: &str) -> bool {
-        let text = self.0.get();
-        let mut at = 0;
-        while let Some(i) = text[at..].find(s) {
-            let start = at + i;
-            let end = start + s.len();
-            if start > 0
-                && text.as_bytes()[start - 1] == b'"'
-                && text.as_bytes().get(end) == Some(&b'"')
-            {
-                return true;
-            }
-            at = start + 1;
-        }
-        false
+        crate::store::mentions(self.0.get().as_bytes(), s)
     }
 }
 
@@ -215,6 +197,48 @@ impl StateFile for NetworkFile {
         let nm = self.network.get_or_insert_with(NetworkManager::default);
         nm.version = version.to_string();
         nm.timestamp = timestamp.to_string();
+    }
+
+    /// Endpoint records go; networks and external interfaces stay, as DEL leaves them.
+    /// (Upstream keeps the records after a reboot, and its IPAM hands their addresses to new
+    /// pods: records pointing at reused addresses.)
+    fn forget_pods(&mut self) -> Vec<String> {
+        let mut gone = Vec::new();
+        for ext in self
+            .network
+            .iter_mut()
+            .flat_map(|nm| nm.external_interfaces.values_mut())
+        {
+            for (net, n) in ext.networks.iter_mut() {
+                gone.extend(
+                    std::mem::take(&mut n.endpoints)
+                        .into_keys()
+                        .map(|k| format!("{net}/{k}")),
+                );
+            }
+        }
+        gone
+    }
+}
+
+impl Network {
+    /// Remove the records `pick` selects (it parses what it selects), returning them.
+    pub fn remove_endpoints(
+        &mut self,
+        mut pick: impl FnMut(&str, &RawEndpoint) -> Result<Option<Endpoint>>,
+    ) -> Result<Vec<Endpoint>> {
+        let mut removed = Vec::new();
+        let mut keys = Vec::new();
+        for (k, raw) in &self.endpoints {
+            if let Some(ep) = pick(k, raw)? {
+                keys.push(k.clone());
+                removed.push(ep);
+            }
+        }
+        for k in keys {
+            self.endpoints.remove(&k);
+        }
+        Ok(removed)
     }
 }
 
@@ -313,7 +337,8 @@ impl NetworkFile {
         Ok(None)
     }
 
-    /// Every endpoint of every network, parsed (GC, tests).
+    /// Every endpoint of every network, parsed (tests, fuzzing).
+    #[cfg(any(test, feature = "internals"))]
     pub fn all_endpoints(&self) -> Result<Vec<(String, Endpoint)>> {
         let mut out = Vec::new();
         for (id, n) in self.networks() {

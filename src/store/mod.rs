@@ -1,12 +1,16 @@
-//! The JSON state files (`azure-vnet.json`, `azure-vnet-ipam.json`): a kernel lock around
-//! read-modify-write, and crash-safe replacement.
+//! The JSON state files (`azure-vnet.json`, `azure-vnet-ipam.json`): one reader and one
+//! writer for each, a kernel lock around read-modify-write, and crash-safe replacement.
 //!
 //! Writes go to a temp file, are fsync'd, renamed over the target, and the directory is
 //! fsync'd, so after a crash the file is the old or the new version, never empty or torn
 //! (upstream skips the fsyncs; AKS users saw empty state files after crashes, spec A.3.8).
 //! The lock is held only for the read-modify-write, never across netlink or exec work.
+//!
+//! A state file older than the last boot describes pods that died with the boot: it is read
+//! as if every pod had been deleted (upstream's IPAM does the same, `ipam/manager.go`
+//! `restore`), and the next write records that.
 
-pub mod lock;
+pub(crate) mod lock;
 pub(crate) mod schema;
 
 use std::fs::{File, OpenOptions};
@@ -18,11 +22,13 @@ use std::time::{Duration, SystemTime};
 use nix::fcntl::OFlag;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::encoding::{has_raw_token, rfc3339_nano, SERDE_RAW_TOKEN};
 use crate::error::{Code, Context, Error, Result};
+use crate::logging::Logger;
 
-pub use lock::LockGuard;
+pub(crate) use lock::LockGuard;
 
 /// No real state file comes near this (250 endpoints are ~600 KB); a bigger one is refused
 /// rather than read into memory.
@@ -37,118 +43,113 @@ pub fn plugin_version() -> String {
 pub trait StateFile: Serialize + DeserializeOwned + Default {
     /// Called before each write: upstream refreshes `Version` and `TimeStamp` on every save.
     fn stamp(&mut self, version: &str, timestamp: &str);
+    /// The file predates the last boot, so every pod it names is gone: forget them, and say
+    /// what was forgotten (for the log).
+    fn forget_pods(&mut self) -> Vec<String>;
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store<'a> {
     path: PathBuf,
     lock_path: PathBuf,
     timeout: Duration,
+    log: &'a Logger,
 }
 
-impl Store {
-    pub fn new(path: PathBuf, lock_path: PathBuf, timeout: Duration) -> Store {
+/// A state document, the version of the file it came from, and whether it must be written
+/// back even if unchanged (the file predated the boot and pods were forgotten).
+#[derive(Debug)]
+pub(crate) struct Loaded<T> {
+    pub value: T,
+    stamp: Option<Stamp>,
+    rewrite: bool,
+}
+
+impl<'a> Store<'a> {
+    pub fn new(path: PathBuf, lock_path: PathBuf, timeout: Duration, log: &'a Logger) -> Self {
         Store {
             path,
             lock_path,
             timeout,
+            log,
         }
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn lock(&self) -> Result<LockGuard> {
+    fn lock(&self) -> Result<LockGuard> {
         lock::acquire(&self.lock_path, self.timeout)
     }
 
     /// Read without the lock: safe because writers replace the file atomically.
-    pub fn load<T: StateFile>(&self) -> Result<T> {
-        read_state(&self.path)
+    pub fn load<T: StateFile>(&self) -> Result<Loaded<T>> {
+        let (bytes, stamp) = read_bytes(&self.path)?;
+        self.parse(&bytes, stamp)
     }
 
-    /// Like `load`, remembering which version of the file it read, so that `update_loaded`
-    /// can skip reading and parsing it again if nobody wrote in between.
-    pub fn load_stamped<T: StateFile>(&self) -> Result<Loaded<T>> {
+    /// Like `load`, but `None` (without parsing) when the file does not contain `needle` as a
+    /// JSON string: most DELs after state loss or repeats are for containers it does not know.
+    pub fn load_if_mentions<T: StateFile>(&self, needle: &str) -> Result<Option<Loaded<T>>> {
         let (bytes, stamp) = read_bytes(&self.path)?;
+        if !mentions(&bytes, needle) {
+            return Ok(None);
+        }
+        self.parse(&bytes, stamp).map(Some)
+    }
+
+    fn parse<T: StateFile>(&self, bytes: &[u8], stamp: Option<Stamp>) -> Result<Loaded<T>> {
+        let mut value: T = parse_state(&self.path, bytes)?;
+        let mut rewrite = false;
+        if stamp.is_some_and(|s| s.predates_boot()) {
+            let forgotten = value.forget_pods();
+            if !forgotten.is_empty() {
+                rewrite = true;
+                self.log.warn(
+                    "the state file is older than the last boot: its pods died with the boot",
+                    &[
+                        ("stateFile", Value::from(self.path.display().to_string())),
+                        ("forgotten", Value::from(forgotten)),
+                    ],
+                );
+            }
+        }
         Ok(Loaded {
-            value: parse_state(&self.path, &bytes)?,
+            value,
             stamp,
+            rewrite,
         })
     }
 
-    /// Like `load_stamped`, but `None` (without parsing) when the file's text does not contain
-    /// `"<needle>"`: most DELs after state loss or repeats are for containers the file does not
-    /// know.
-    pub fn load_if_mentions<T: StateFile>(&self, needle: &str) -> Result<Option<Loaded<T>>> {
-        let (bytes, stamp) = read_bytes(&self.path)?;
-        let quoted = format!("\"{needle}\"");
-        if bytes.is_empty() || !contains(&bytes, quoted.as_bytes()) {
-            return Ok(None);
-        }
-        Ok(Some(Loaded {
-            value: parse_state(&self.path, &bytes)?,
-            stamp,
-        }))
-    }
-
-    /// Lock, read, let `f` change the state, write it back if `f` says it changed, unlock.
-    /// If `f` fails nothing is written.
+    /// Lock, read (or reuse `loaded` if the file is still that version), let `f` change the
+    /// state, write it back if `f` says it changed, unlock. If `f` fails nothing is written.
     pub fn update<T: StateFile, R>(
-        &self,
-        f: impl FnOnce(&mut T) -> Result<(R, bool)>,
-    ) -> Result<R> {
-        self.update_inner(None, f)
-    }
-
-    /// `update`, starting from a document loaded earlier when the file is still that version
-    /// (the common case): one parse per operation instead of two, which matters with 250
-    /// endpoints in the file.
-    pub fn update_loaded<T: StateFile, R>(
-        &self,
-        loaded: Loaded<T>,
-        f: impl FnOnce(&mut T) -> Result<(R, bool)>,
-    ) -> Result<R> {
-        self.update_inner(Some(loaded), f)
-    }
-
-    fn update_inner<T: StateFile, R>(
         &self,
         loaded: Option<Loaded<T>>,
         f: impl FnOnce(&mut T) -> Result<(R, bool)>,
     ) -> Result<R> {
         let _guard = self.lock()?;
         let now = current_stamp(&self.path);
-        let mut state: T = match loaded {
-            Some(l) if l.stamp == now => l.value,
-            _ => read_state(&self.path)?,
+        let mut doc = match loaded {
+            Some(l) if l.stamp == now => l,
+            _ => self.load()?,
         };
-        let (out, changed) = f(&mut state)?;
-        if changed {
-            state.stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
-            // The new document is about the size of the old one: allocate once (a fresh
-            // process pays a page fault for every page a growing buffer touches).
-            let hint = now.map(|s| s.size as usize).unwrap_or(0) + 4096;
-            let bytes = to_go_json_sized(&state, hint)?;
-            write_atomic(&self.path, &bytes)
+        let (out, changed) = f(&mut doc.value)?;
+        if changed || doc.rewrite {
+            doc.value
+                .stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
+            write_atomic(&self.path, &to_go_json(&doc.value)?)
                 .with_context(|| format!("write state file {}", self.path.display()))?;
         }
         Ok(out)
     }
 }
 
-/// A state document and the version of the file it came from.
-#[derive(Debug)]
-pub struct Loaded<T> {
-    pub value: T,
-    pub stamp: Option<Stamp>,
-}
-
 /// Identity of one version of a state file. Writers never modify a state file in place, they
 /// replace it (a new inode), so the same identity means the same content. `None`: no file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stamp {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
     dev: u64,
     ino: u64,
     size: u64,
@@ -157,9 +158,20 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn size(&self) -> u64 {
-        self.size
+    /// Whether the file was last written before this boot (what upstream compares).
+    fn predates_boot(&self) -> bool {
+        boot_time().is_some_and(|boot| self.mtime < boot)
     }
+}
+
+/// When this boot began, on the wall clock: now minus the time since boot, as the kernel
+/// computes `btime` in /proc/stat (but to the nanosecond).
+fn boot_time() -> Option<(i64, i64)> {
+    use nix::time::{clock_gettime, ClockId};
+    let now = clock_gettime(ClockId::CLOCK_REALTIME).ok()?;
+    let up = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+    let boot = now - up;
+    Some((boot.tv_sec(), boot.tv_nsec()))
 }
 
 fn stamp_of(m: &std::fs::Metadata) -> Stamp {
@@ -173,36 +185,30 @@ fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     }
 }
 
-pub fn current_stamp(path: &Path) -> Option<Stamp> {
+fn current_stamp(path: &Path) -> Option<Stamp> {
     std::fs::symlink_metadata(path).ok().map(|m| stamp_of(&m))
 }
 
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    // str::contains is a fast substring search; state files are UTF-8 JSON.
-    match (std::str::from_utf8(haystack), std::str::from_utf8(needle)) {
-        (Ok(h), Ok(n)) => h.contains(n),
-        _ => haystack.windows(needle.len().max(1)).any(|w| w == needle),
+/// Whether `text` contains `s` as a JSON string, escaped as serde_json writes it (container
+/// IDs and veth names, the only needles, are spelled the same by every JSON writer).
+pub(crate) fn mentions(text: &[u8], s: &str) -> bool {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    match std::str::from_utf8(text) {
+        Ok(t) => t.contains(&quoted),
+        Err(_) => text.windows(quoted.len()).any(|w| w == quoted.as_bytes()),
     }
 }
 
 /// Missing or 0-byte file: empty state (upstream treats both as "no state"). Anything that
 /// does not parse is an error naming the file; we never guess, and never overwrite it.
-pub fn read_state<T: StateFile>(path: &Path) -> Result<T> {
-    parse_state(path, &read_bytes(path)?.0)
-}
-
-/// `read_state` on bytes already read (`path` names the file in errors).
 pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    // UTF-8 checked once for the whole text (fast), instead of string by string as
-    // `from_slice` does: a state file is mostly short strings.
-    let text = std::str::from_utf8(bytes).map_err(|e| corrupt(path, format!("not UTF-8: {e}")))?;
-    let state = serde_json::from_str(text).map_err(|e| corrupt(path, e.to_string()))?;
+    let state = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))?;
     // serde_json's reserved key (see `encoding::has_raw_token`): our rewrite of such a file
     // would not read back. Spelling it needs "RawValue" or a \u escape, so most files skip this.
-    if (contains(bytes, b"RawValue") || contains(bytes, b"\\u"))
+    if (mentions_bytes(bytes, b"RawValue") || mentions_bytes(bytes, b"\\u"))
         && serde_json::from_slice(bytes).map_or(true, |v| has_raw_token(&v))
     {
         return Err(corrupt(
@@ -213,9 +219,13 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     Ok(state)
 }
 
+fn mentions_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
 /// non-regular files.
-pub fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
+fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
@@ -268,17 +278,13 @@ fn corrupt(path: &Path, why: String) -> Error {
     )
 }
 
-/// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline.
+/// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline (serde_json's
+/// pretty formatter with a tab indent writes the same bytes).
 pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    to_go_json_sized(value, 4096)
-}
-
-fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(capacity);
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut out, crate::encoding::GoFormatter::new());
+    let mut out = Vec::with_capacity(4096);
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     value
-        .serialize(&mut ser)
+        .serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))
         .map_err(|e| Error::new(Code::Internal, format!("serialize state: {e}")))?;
     Ok(out)
 }
@@ -286,13 +292,7 @@ fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>>
 /// Temp file (0600) in the same directory, fsync, rename over `path`, fsync the directory.
 /// The temp name is fixed: callers hold the store lock, so there is one writer at a time, and
 /// a temp file left by a writer killed mid-way is simply replaced by the next one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_parts(path, &[bytes], true)
-}
-
-/// `write_atomic` of the concatenation of `parts`; `durable: false` skips the fsyncs (for
-/// caches: still replaced atomically, so readers see the old or the new file, whole).
-pub fn write_atomic_parts(path: &Path, parts: &[&[u8]], durable: bool) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -313,12 +313,8 @@ pub fn write_atomic_parts(path: &Path, parts: &[&[u8]], durable: bool) -> Result
             .mode(0o600)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(&tmp)?;
-        for part in parts {
-            f.write_all(part)?;
-        }
-        if durable {
-            f.sync_data()?;
-        }
+        f.write_all(bytes)?;
+        f.sync_data()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -329,10 +325,8 @@ pub fn write_atomic_parts(path: &Path, parts: &[&[u8]], durable: bool) -> Result
     }
     // Make the rename durable. The new file is already in place and complete: a failure here
     // is not reported, or the caller would roll back an operation whose record is committed.
-    if durable {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
 }
@@ -374,13 +368,23 @@ pub(crate) mod tests {
         fn stamp(&mut self, _v: &str, ts: &str) {
             self.timestamp = ts.to_string();
         }
+        fn forget_pods(&mut self) -> Vec<String> {
+            let n = std::mem::take(&mut self.counter);
+            (n > 0)
+                .then(|| format!("counter {n}"))
+                .into_iter()
+                .collect()
+        }
     }
 
-    fn store(dir: &Path) -> Store {
+    static LOG: std::sync::LazyLock<Logger> = std::sync::LazyLock::new(Logger::discard);
+
+    fn store(dir: &Path) -> Store<'static> {
         Store::new(
             dir.join("s.json"),
             dir.join("azure-vnet/s.lock"),
             Duration::from_secs(5),
+            &LOG,
         )
     }
 
@@ -388,9 +392,9 @@ pub(crate) mod tests {
     fn missing_and_empty_files_are_empty_state() {
         let dir = tempdir("empty");
         let s = store(&dir);
-        assert_eq!(s.load::<Doc>().unwrap(), Doc::default());
+        assert_eq!(s.load::<Doc>().unwrap().value, Doc::default());
         std::fs::write(s.path(), b"").unwrap();
-        assert_eq!(s.load::<Doc>().unwrap(), Doc::default());
+        assert_eq!(s.load::<Doc>().unwrap().value, Doc::default());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -409,7 +413,7 @@ pub(crate) mod tests {
             br#"{"Counter":1,"X":[{"a":1,"\u0024serde_json::private::RawValue":"1"}]}"#,
         ] {
             std::fs::write(s.path(), bad).unwrap();
-            let e = s.update(|d: &mut Doc| {
+            let e = s.update(None, |d: &mut Doc| {
                 d.counter += 1;
                 Ok(((), true))
             });
@@ -430,7 +434,7 @@ pub(crate) mod tests {
             br#"{"Counter":1,"RawValue":{"$serde_json::private::RawValue":"[2]"}}"#,
         ] {
             std::fs::write(s.path(), ok).unwrap();
-            assert_eq!(s.load::<Doc>().unwrap().counter, 1);
+            assert_eq!(s.load::<Doc>().unwrap().value.counter, 1);
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -444,7 +448,7 @@ pub(crate) mod tests {
             br#"{"Counter":1,"FutureField":{"x":[1,2]},"Other":"kept"}"#,
         )
         .unwrap();
-        s.update(|d: &mut Doc| {
+        s.update(None, |d: &mut Doc| {
             d.counter += 1;
             Ok(((), true))
         })
@@ -468,9 +472,9 @@ pub(crate) mod tests {
     fn unchanged_state_is_not_rewritten_and_failed_update_writes_nothing() {
         let dir = tempdir("nowrite");
         let s = store(&dir);
-        s.update(|_: &mut Doc| Ok(((), false))).unwrap();
+        s.update(None, |_: &mut Doc| Ok(((), false))).unwrap();
         assert!(!s.path().exists());
-        let e = s.update(|d: &mut Doc| -> Result<((), bool)> {
+        let e = s.update(None, |d: &mut Doc| -> Result<((), bool)> {
             d.counter = 9;
             Err(Error::new(Code::Runtime, "nope"))
         });
@@ -488,7 +492,7 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(&target, s.path()).unwrap();
         let e = s.load::<Doc>().unwrap_err();
         assert!(e.msg().contains("symlink"), "{e}");
-        let e = s.update(|d: &mut Doc| {
+        let e = s.update(None, |d: &mut Doc| {
             d.counter = 0;
             Ok(((), true))
         });
@@ -503,13 +507,13 @@ pub(crate) mod tests {
         let s = store(&dir);
         let tmp = dir.join(".s.json.tmp");
         std::fs::write(&tmp, b"half a docu").unwrap();
-        s.update(|d: &mut Doc| {
+        s.update(None, |d: &mut Doc| {
             d.counter = 3;
             Ok(((), true))
         })
         .unwrap();
         assert!(!tmp.exists());
-        assert_eq!(s.load::<Doc>().unwrap().counter, 3);
+        assert_eq!(s.load::<Doc>().unwrap().value.counter, 3);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -517,33 +521,65 @@ pub(crate) mod tests {
     fn update_loaded_reuses_the_document_only_if_the_file_did_not_change() {
         let dir = tempdir("loaded");
         let s = store(&dir);
-        s.update(|d: &mut Doc| {
+        s.update(None, |d: &mut Doc| {
             d.counter = 1;
             Ok(((), true))
         })
         .unwrap();
         // Unchanged file: the loaded document is used (we can tell: we altered it in memory).
-        let mut l = s.load_stamped::<Doc>().unwrap();
+        let mut l = s.load::<Doc>().unwrap();
         l.value
             .extra
             .insert("InMemoryOnly".into(), Value::from(true));
-        s.update_loaded(l, |d: &mut Doc| {
+        s.update(Some(l), |d: &mut Doc| {
             assert!(d.extra.contains_key("InMemoryOnly"), "reused");
             Ok(((), false))
         })
         .unwrap();
         // Someone wrote in between: the file is read again.
-        let l = s.load_stamped::<Doc>().unwrap();
-        s.update(|d: &mut Doc| {
+        let l = s.load::<Doc>().unwrap();
+        s.update(None, |d: &mut Doc| {
             d.counter = 5;
             Ok(((), true))
         })
         .unwrap();
-        s.update_loaded(l, |d: &mut Doc| {
+        s.update(Some(l), |d: &mut Doc| {
             assert_eq!(d.counter, 5, "re-read after a concurrent write");
             Ok(((), false))
         })
         .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_before_the_boot_forgets_its_pods_and_says_so_once_written() {
+        let dir = tempdir("boot");
+        let s = store(&dir);
+        std::fs::write(s.path(), br#"{"Counter":7,"Other":"kept"}"#).unwrap();
+        assert_eq!(
+            s.load::<Doc>().unwrap().value.counter,
+            7,
+            "written in this boot"
+        );
+        let (boot, _) = boot_time().unwrap();
+        let before = std::time::UNIX_EPOCH + Duration::from_secs((boot - 60) as u64);
+        File::options()
+            .write(true)
+            .open(s.path())
+            .unwrap()
+            .set_modified(before)
+            .unwrap();
+        let l = s.load::<Doc>().unwrap();
+        assert_eq!(l.value.counter, 0, "forgotten");
+        assert_eq!(l.value.extra["Other"], "kept");
+        // An update that changes nothing still writes the forgetting down, once.
+        s.update(None, |_: &mut Doc| Ok(((), false))).unwrap();
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert!(text.contains("\"Counter\": 0"), "{text}");
+        assert!(
+            !s.load::<Doc>().unwrap().rewrite,
+            "the rewritten file is from this boot"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -553,10 +589,11 @@ pub(crate) mod tests {
         let s = store(&dir);
         let threads: Vec<_> = (0..8)
             .map(|_| {
-                let s = s.clone();
+                let dir = dir.clone();
                 std::thread::spawn(move || {
+                    let s = store(&dir);
                     for _ in 0..25 {
-                        s.update(|d: &mut Doc| {
+                        s.update(None, |d: &mut Doc| {
                             d.counter += 1;
                             Ok(((), true))
                         })
@@ -568,7 +605,7 @@ pub(crate) mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(s.load::<Doc>().unwrap().counter, 200);
+        assert_eq!(s.load::<Doc>().unwrap().value.counter, 200);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -544,9 +544,25 @@ pub fn vnet_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet"))
 }
 
-/// azure-vnet's host veth name for a key (`<ns>.<pod>`, or `<cid>.<ifname>`).
+/// azure-vnet's host veth name for a key (`<ns>.<pod>`, or `<cid>.<ifname>`): `azv` + the
+/// first 11 hex digits of SHA-1(key) (spec B.3.1).
 pub fn host_veth(key: &str) -> String {
-    azure_vnet_cni::network::names::host_veth_name(key)
+    let hex = sha1_smol::Sha1::from(key).digest().to_string();
+    format!("azv{}", &hex[..11])
+}
+
+/// Hold the kernel lock the plugins take on `path` (as they do: flock on the file), until
+/// the returned file is dropped.
+pub fn hold_lock(path: &Path) -> std::fs::File {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap();
+    fs2::FileExt::lock_exclusive(&f).unwrap();
+    f
 }
 
 /// Wait until `cond` holds (kernel work that finishes asynchronously, e.g. netns teardown).

@@ -1,0 +1,125 @@
+//! The one teardown of DEL and GC: the host routes, records, addresses and host veths of
+//! endpoints that go. Each step carries on past the failures of the others and every failure
+//! is reported at the end (netavark's teardown), except one ordering rule: an address is
+//! released only once its record is gone, so at every moment the records are a subset of what
+//! IPAM has handed out (a record naming a free address would let two pods share it).
+
+use crate::cni::env::Command;
+use crate::cni::skel::Request;
+use crate::datapath;
+use crate::error::{self, Error, Result};
+use crate::netlink::{Link, Netlink};
+use crate::network::ipam;
+use crate::network::record;
+use crate::network::state::{Endpoint, NetworkFile, RawEndpoint};
+use crate::store::{Loaded, Store};
+
+pub(crate) struct Teardown<'a, 'r> {
+    req: &'a Request<'r>,
+    host: &'a Netlink,
+    errors: Vec<Error>,
+}
+
+impl<'a, 'r> Teardown<'a, 'r> {
+    pub fn new(req: &'a Request<'r>, host: &'a Netlink) -> Self {
+        Teardown {
+            req,
+            host,
+            errors: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.req.log.warn(
+            "teardown step failed",
+            &[("error", serde_json::Value::from(e.msg()))],
+        );
+        self.errors.push(e);
+    }
+
+    /// Remove the records of the request's network that `pick` selects (returning them
+    /// parsed), in one locked update. `None` if they could not be removed: then nothing of
+    /// theirs may be released.
+    pub fn records(
+        &mut self,
+        store: &Store,
+        loaded: Option<Loaded<NetworkFile>>,
+        mut pick: impl FnMut(&str, &RawEndpoint) -> Result<Option<Endpoint>>,
+    ) -> Option<Vec<Endpoint>> {
+        let net = &self.req.conf.conf.name;
+        let removed = store.update(loaded, |file: &mut NetworkFile| {
+            let removed = match file.network_mut(net) {
+                Some(n) => n.remove_endpoints(&mut pick)?,
+                None => Vec::new(),
+            };
+            let changed = !removed.is_empty();
+            Ok((removed, changed))
+        });
+        match removed {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.fail(e.context("remove endpoint records"));
+                None
+            }
+        }
+    }
+
+    /// The host routes of `eps` (routes already gone are not an error).
+    pub fn routes(&mut self, eps: &[Endpoint]) {
+        for ep in eps {
+            if let Err(e) =
+                datapath::remove_host_routes(self.host, &ep.host_if_name, &record::ips(ep))
+            {
+                self.fail(e.context(format!("remove host routes of endpoint {}", ep.id)));
+            }
+        }
+    }
+
+    /// Release the addresses of `eps`, whose records are gone, through the IPAM plugin.
+    pub fn release(&mut self, eps: &[Endpoint]) {
+        for ip in eps.iter().flat_map(record::ips) {
+            if let Err(e) = ipam::release(self.req, Some(ip)) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Release everything the container holds (no record says what).
+    pub fn release_all(&mut self) {
+        if let Err(e) = ipam::release(self.req, None) {
+            self.fail(e);
+        }
+    }
+
+    /// The IPAM plugin's own GC, if it speaks CNI 1.1 (for an older one, libcni's DEL of
+    /// stale cached attachments covers it).
+    pub fn ipam_gc(&mut self) {
+        let done = ipam::speaks_1_1(self.req).and_then(|yes| {
+            if yes {
+                ipam::exec(self.req, Command::Gc, None).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = done {
+            self.fail(e);
+        }
+    }
+
+    /// Delete a host veth (with its peer and routes); already gone is fine.
+    pub fn veth(&mut self, link: &Link) {
+        match self.host.delete_link(link.index) {
+            Ok(()) => self.req.log.info(
+                "deleted host veth",
+                &[("veth", serde_json::Value::from(link.name.as_str()))],
+            ),
+            Err(e) if e.is_errno(nix::libc::ENODEV) => {}
+            Err(e) => self.fail(e.context(format!("delete host veth {}", link.name))),
+        }
+    }
+
+    /// Every failure of the steps above, or Ok.
+    pub fn finish(self) -> Result<()> {
+        error::all(self.errors)
+    }
+}
