@@ -39,6 +39,7 @@ pub(crate) mod sysctl;
 pub mod internals {
     pub use crate::cni::{config, result, version};
     pub use crate::ipam::{allocator, nmagent, source, state as ipam_state};
+    pub use crate::network::record::add_then_find;
     pub use crate::network::state as network_state;
     pub use crate::store::{parse_state, to_go_json, StateFile};
     pub mod datapath {

@@ -23,8 +23,8 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// A logger that drops everything (unit tests).
-    #[cfg(test)]
+    /// A logger that drops everything (unit tests, fuzzing).
+    #[cfg(any(test, feature = "internals"))]
     pub fn discard() -> Logger {
         Logger {
             file: None,

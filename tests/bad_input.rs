@@ -102,6 +102,9 @@ fn ipam_cases() -> Vec<Case> {
             .env("CNI_CONTAINERID", Some("-rf")),
         case("ifname with a slash", 4, "CNI_IFNAME").env("CNI_IFNAME", Some("eth0/x")),
         case("ifname too long", 4, "CNI_IFNAME").env("CNI_IFNAME", Some("eth0123456789abc")),
+        case("ifname as a kernel name template", 4, "template").env("CNI_IFNAME", Some("eth%d")),
+        case("ifname with byte 0xa0 (the kernel's space)", 4, "0xa0")
+            .env("CNI_IFNAME", Some("eth\u{e0}")),
         case("ADD without CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", None),
         case("relative CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", Some("netns/x")),
         case("no CNI_PATH", 4, "CNI_PATH").env("CNI_PATH", None),
@@ -373,6 +376,12 @@ fn vnet_cases(ws: &BTreeMap<&str, String>) -> Vec<VCase> {
         vcase("lower-case command", 4, "unknown CNI_COMMAND").env("CNI_COMMAND", Some("add")),
         vcase("ADD without CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", None),
         vcase("ADD without CNI_IFNAME", 4, "CNI_IFNAME").env("CNI_IFNAME", None),
+        vcase("ifname as a kernel name template", 4, "template")
+            .env("CNI_IFNAME", Some("net%d")),
+        vcase("ifname with a non-breaking space", 4, "whitespace")
+            .env("CNI_IFNAME", Some("eth\u{a0}0")),
+        vcase("ifname with byte 0xa0 (the kernel's space)", 4, "0xa0")
+            .env("CNI_IFNAME", Some("\u{e0}")),
         vcase("container ID with a slash", 4, "CNI_CONTAINERID")
             .env("CNI_CONTAINERID", Some("a/../../b")),
         vcase(

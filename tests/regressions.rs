@@ -24,3 +24,353 @@ fn version_answers_libcni_placeholders() {
         assert!(versions.iter().any(|v| v == "0.4.0"), "{out}");
     }
 }
+
+fn p(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// A network config like the seed's (file source), at 1.1.0, with its own run directory and
+/// its own share of node-a's secondary addresses (networks in separate run directories must
+/// not hand out the same addresses).
+fn conf_in(tb: &Testbed, run: &std::path::Path, share: usize, of: usize) -> String {
+    let mut source = read_json(&tb.interfaces_file("a"));
+    let addrs = source["Interfaces"][0]["IPSubnets"][0]["IPAddresses"]
+        .as_array_mut()
+        .unwrap();
+    let mut i = 0;
+    addrs.retain(|a| {
+        i += 1;
+        a["IsPrimary"] == true || i % of == share
+    });
+    let file = run.with_extension("interfaces.json");
+    std::fs::write(&file, source.to_string()).unwrap();
+    VNET_CONF
+        .replacen('{', &format!(r#"{{"runDir":"{}","#, run.display()), 1)
+        .replace(
+            r#""environment":"file""#,
+            &format!(
+                r#""environment":"file","interfacesFile":"{}""#,
+                file.display()
+            ),
+        )
+}
+
+fn vnet(tb: &Testbed, env: Vec<(String, String)>, conf: &str) -> PluginOut {
+    run_plugin(
+        Some(&tb.node("a")),
+        &vnet_bin(),
+        &with(tb.env("a"), &env),
+        conf.as_bytes(),
+    )
+}
+
+fn pod_env(
+    cmd: &str,
+    cid: &str,
+    netns: &str,
+    ifname: &str,
+    ns: &str,
+    name: &str,
+) -> Vec<(String, String)> {
+    let mut env = cni_env(cmd, cid, netns, ifname);
+    env.push((
+        "CNI_ARGS".into(),
+        format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+    ));
+    env
+}
+
+fn gc(tb: &Testbed, conf: &str, valid: &str) -> PluginOut {
+    let conf = conf.replacen(
+        '{',
+        &format!(r#"{{"cni.dev/valid-attachments":{valid},"#),
+        1,
+    );
+    let env = vec![
+        ("CNI_COMMAND".into(), "GC".into()),
+        ("CNI_PATH".into(), cni_path()),
+    ];
+    vnet(tb, env, &conf)
+}
+
+/// Any name the CNI spec and the kernel allow round-trips through both state files; DEL of
+/// such a pod succeeds and leaves nothing. (A CNI_IFNAME holding `"` once made ADD write an
+/// unescaped key, and every later DEL, CHECK and GC on the node failed with code 11.)
+#[test]
+fn hostile_but_valid_names_round_trip_and_delete_cleanly() {
+    let tb = Testbed::up(8);
+    let node = tb.node("a");
+    // A plain pod first, so the hostile ones are added to an existing file.
+    let (_, plain) = tb.pod("plain");
+    vnet(
+        &tb,
+        pod_env("ADD", "cid-plain", &p(&plain), "eth0", "default", "plain"),
+        VNET_CONF,
+    )
+    .succeeded();
+    // (container ID, CNI_IFNAME, pod namespace, pod name)
+    let hostile = [
+        ("cid-q1", "e\"th\\0", "default", "q\"uo\\te"),
+        ("cid-q2", "eth\u{1}\u{7f}", "ns-\u{e9}", "p\u{f6}d-\u{2603}"),
+        ("cid-q3", "\u{e9}\u{f6}t\u{fc}", "k\"s", "ctl\u{2}\u{1b}[0m"),
+        ("cid-q4", "e{}[]'\",", "a\\\"b", "x=y"),
+    ];
+    let mut pods = Vec::new();
+    for (i, (cid, ifname, ns, name)) in hostile.iter().enumerate() {
+        let (pod_ns, path) = tb.pod(&format!("h{i}"));
+        let r = vnet(
+            &tb,
+            pod_env("ADD", cid, &p(&path), ifname, ns, name),
+            VNET_CONF,
+        )
+        .succeeded();
+        assert_eq!(r["interfaces"][1]["name"], *ifname, "{r}");
+        assert!(
+            links(&pod_ns).contains(&ifname.to_string()),
+            "{ifname:?} in the pod"
+        );
+        ping(&pod_ns, NODE_A_IP);
+        pods.push((cid, ifname, ns, name, path));
+    }
+    // Both files parse (read_json panics otherwise) and hold the names exactly.
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    for (cid, ifname, ns, name, _) in &pods {
+        let key = format!("{}-{ifname}", &cid[..cid.len().min(8)]);
+        let ep = eps
+            .get(&key)
+            .unwrap_or_else(|| panic!("no record {key:?}: {eps:?}"));
+        assert_eq!(ep["PODName"], **name);
+        assert_eq!(ep["PODNameSpace"], **ns);
+        assert_eq!(ep["HostIfName"], host_veth(&format!("{ns}.{name}")));
+    }
+    assert_eq!(ips_in_use(&tb.ipam_state("a")).len(), 5);
+    // CHECK, then DEL of each, in the reverse order; a repeated DEL still succeeds.
+    for (cid, ifname, ns, name, path) in pods.iter().rev() {
+        let conf = VNET_CONF;
+        vnet(&tb, pod_env("CHECK", cid, &p(path), ifname, ns, name), conf).succeeded();
+        vnet(&tb, pod_env("DEL", cid, &p(path), ifname, ns, name), conf).succeeded();
+        vnet(&tb, pod_env("DEL", cid, &p(path), ifname, ns, name), conf).succeeded();
+        assert!(!routes(&node).contains(&host_veth(&format!("{ns}.{name}"))));
+    }
+    vnet(
+        &tb,
+        pod_env("DEL", "cid-plain", &p(&plain), "eth0", "default", "plain"),
+        VNET_CONF,
+    )
+    .succeeded();
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+    assert!(!routes(&node).contains("dev azv"), "{}", routes(&node));
+}
+
+/// Names the kernel would not take as given (or JSON could not record) are refused with
+/// code 4 before anything changes.
+#[test]
+fn names_the_kernel_or_json_cannot_take_are_refused_before_anything_changes() {
+    use std::os::unix::ffi::OsStrExt;
+    let tb = Testbed::up(2);
+    let (pod_ns, path) = tb.pod("bad");
+    let before = snapshot(&tb, "a", &pod_ns);
+    // (CNI_IFNAME as bytes, words of the error)
+    let table: [(&[u8], &str); 4] = [
+        (b"eth%d", "%"),
+        (b"e\xc3\xa0", "0xa0"),
+        (b"eth\xff", "not valid UTF-8"),
+        (b"eth\xc2\xa0", "whitespace"),
+    ];
+    for (ifname, words) in table {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &tb.node("a")])
+            .arg(vnet_bin())
+            .env_clear()
+            .envs(with(
+                tb.env("a"),
+                &cni_env("ADD", "cid-bad", &p(&path), "x"),
+            ))
+            .env("CNI_IFNAME", std::ffi::OsStr::from_bytes(ifname))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(VNET_CONF.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let out = PluginOut {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::new(),
+        };
+        let e = out.err(4);
+        assert!(
+            e["msg"].as_str().unwrap().contains(words),
+            "{ifname:?}: {e}"
+        );
+        assert_eq!(
+            snapshot(&tb, "a", &pod_ns),
+            before,
+            "{ifname:?} changed something"
+        );
+    }
+}
+
+/// GC touches what its run directory records, and strays whose peer never left the host;
+/// a pod of another run directory (another network, or upstream's files during a migration)
+/// keeps its veth. GC carries on past a failed step and reports it.
+#[test]
+fn gc_leaves_the_pods_of_another_run_directory_alone() {
+    let tb = Testbed::up(10);
+    let node = tb.node("a");
+    let (run1, run2) = (tb.dir.join("run1"), tb.dir.join("run2"));
+    let (conf1, conf2) = (conf_in(&tb, &run1, 0, 2), conf_in(&tb, &run2, 1, 2));
+    let (ns1, path1) = tb.pod("one");
+    let (ns2, path2) = tb.pod("two");
+    vnet(
+        &tb,
+        pod_env("ADD", "cid-one", &p(&path1), "eth0", "default", "one"),
+        &conf1,
+    )
+    .succeeded();
+    vnet(
+        &tb,
+        pod_env("ADD", "cid-two", &p(&path2), "eth0", "default", "two"),
+        &conf2,
+    )
+    .succeeded();
+    // A stray of an interrupted ADD whose peer never left the host.
+    let stray = "azvdeadbeef000";
+    sh(&[
+        "ip",
+        "-n",
+        &node,
+        "link",
+        "add",
+        stray,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "azvdeadbeef0002",
+    ]);
+
+    gc(
+        &tb,
+        &conf1,
+        r#"[{"containerID":"cid-one","ifname":"eth0"}]"#,
+    )
+    .succeeded();
+    let names = links(&node);
+    assert!(
+        names.contains(&host_veth("default.two")),
+        "the other run directory's pod: {names:?}"
+    );
+    assert!(names.contains(&host_veth("default.one")));
+    assert!(!names.contains(&stray.to_string()), "{names:?}");
+    ping(&ns1, NODE_A_IP);
+    ping(&ns2, NODE_A_IP);
+
+    // GC of everything in run1, with run1's IPAM state unreadable: the record, route and veth
+    // still go, and the failed IPAM step is reported.
+    std::fs::write(run1.join("azure-vnet-ipam.json"), "{garbage").unwrap();
+    let e = gc(&tb, &conf1, "[]").err(11);
+    assert!(
+        e["msg"].as_str().unwrap().contains("azure-vnet-ipam.json"),
+        "{e}"
+    );
+    assert!(endpoints(&read_json(&run1.join("azure-vnet.json")), "azure").is_empty());
+    let names = links(&node);
+    assert!(!names.contains(&host_veth("default.one")), "{names:?}");
+    assert!(names.contains(&host_veth("default.two")), "{names:?}");
+    ping(&ns2, NODE_A_IP);
+    vnet(
+        &tb,
+        pod_env("DEL", "cid-two", &p(&path2), "eth0", "default", "two"),
+        &conf2,
+    )
+    .succeeded();
+}
+
+/// A run directory that outlives a reboot (on disk): the state files are older than the
+/// boot, every pod they name died with it. Their addresses are free again, their records
+/// gone, and a DEL of one of those pods succeeds.
+#[test]
+fn state_from_before_the_last_boot_frees_every_address() {
+    let tb = Testbed::up(2);
+    let run = tb.run_dir("a");
+    let old: Vec<_> = ["old1", "old2"].iter().map(|n| tb.pod(n)).collect();
+    for (i, (_, path)) in old.iter().enumerate() {
+        let name = format!("old{}", i + 1);
+        vnet(
+            &tb,
+            pod_env(
+                "ADD",
+                &format!("cid-{name}"),
+                &p(path),
+                "eth0",
+                "default",
+                &name,
+            ),
+            VNET_CONF,
+        )
+        .succeeded();
+    }
+    // The pool (two addresses) is full.
+    let (new_ns, new_path) = tb.pod("new");
+    let new = pod_env("ADD", "cid-new", &p(&new_path), "eth0", "default", "new");
+    vnet(&tb, new.clone(), VNET_CONF).err(100);
+    // "Reboot": the pods and their veths are gone, the files are from the previous boot.
+    for (ns, _) in &old {
+        tb.del_pod(ns);
+    }
+    eventually("the old veths to go", || {
+        !links(&tb.node("a")).iter().any(|l| l.starts_with("azv"))
+    });
+    let btime: i64 = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for f in ["azure-vnet.json", "azure-vnet-ipam.json"] {
+        sh(&[
+            "touch",
+            "-d",
+            &format!("@{}", btime - 3600),
+            &p(&run.join(f)),
+        ]);
+    }
+    let r = vnet(&tb, new, VNET_CONF).succeeded();
+    ping(&new_ns, NODE_A_IP);
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let used = ips_in_use(&tb.ipam_state("a"));
+    assert_eq!(
+        used.into_iter().collect::<Vec<_>>(),
+        vec![(ip, "cid-new".to_string())]
+    );
+    let eps = endpoints(&vnet_state(&tb, "a"), "azure");
+    assert_eq!(eps.keys().collect::<Vec<_>>(), vec!["cid-new-eth0"]);
+    // The runtime's DEL of an old pod (its namespace is gone) succeeds and frees nothing else.
+    vnet(
+        &tb,
+        pod_env("DEL", "cid-old1", "", "eth0", "default", "old1"),
+        VNET_CONF,
+    )
+    .succeeded();
+    assert_eq!(ips_in_use(&tb.ipam_state("a")).len(), 1);
+    let log = |f: &str| std::fs::read_to_string(tb.log_dir("a").join(f)).unwrap();
+    assert!(log("azure-vnet.log").contains("older than the last boot"));
+    let ipam_log = log("azure-vnet-ipam.log");
+    assert!(
+        ipam_log.contains("older than the last boot") && ipam_log.contains("cid-old2"),
+        "{ipam_log}"
+    );
+}

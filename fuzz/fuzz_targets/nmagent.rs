@@ -6,12 +6,12 @@
 
 use std::collections::HashSet;
 
-use azure_vnet_cni::internals::encoding::parse_mac;
 use azure_vnet_cni::internals::allocator::{self, Request};
-use azure_vnet_cni::internals::nmagent;
-use azure_vnet_cni::internals::source::{self, NicInfo};
+use azure_vnet_cni::internals::encoding::parse_mac;
 use azure_vnet_cni::internals::ipam_state::AddressSpace;
 use azure_vnet_cni::internals::netlink::Link;
+use azure_vnet_cni::internals::nmagent;
+use azure_vnet_cni::internals::source::{self, NicInfo};
 use libfuzzer_sys::fuzz_target;
 
 fn link(index: u32, name: &str, mac: &str) -> Link {

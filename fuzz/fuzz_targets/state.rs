@@ -9,11 +9,11 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::Path;
 
-use azure_vnet_cni::internals::encoding::has_raw_token;
 use azure_vnet_cni::internals::allocator::{self, Request};
-use azure_vnet_cni::internals::source::{first_address, PoolView};
+use azure_vnet_cni::internals::encoding::has_raw_token;
 use azure_vnet_cni::internals::ipam_state::{AddressSpace, IpamFile};
 use azure_vnet_cni::internals::network_state::{Endpoint, NetworkFile, RawEndpoint};
+use azure_vnet_cni::internals::source::{first_address, PoolView};
 use azure_vnet_cni::internals::{parse_state, to_go_json, StateFile};
 use libfuzzer_sys::fuzz_target;
 

@@ -167,6 +167,12 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         Some("contains '/', ':' or whitespace")
+    } else if name.contains('%') {
+        // The kernel takes a name with '%' as a template (`eth%d`) and picks another name.
+        Some("contains '%', which the kernel reads as a name template")
+    } else if name.bytes().any(|b| b == 0xa0) {
+        // The kernel's isspace() counts byte 0xa0 (part of 'à' and other UTF-8 characters).
+        Some("contains byte 0xa0, which the kernel counts as a space")
     } else {
         None
     };
@@ -261,6 +267,9 @@ mod tests {
             ("ADD", &[("CNI_IFNAME", "a234567890123456")], &[], false),
             ("ADD", &[("CNI_IFNAME", "eth 0")], &[], false),
             ("ADD", &[("CNI_IFNAME", "eth:0")], &[], false),
+            ("ADD", &[("CNI_IFNAME", "eth%d")], &[], false),
+            ("ADD", &[("CNI_IFNAME", "\u{e0}")], &[], false),
+            ("ADD", &[("CNI_IFNAME", "e\"t\\h\u{1}\u{e9}")], &[], true),
             ("ADD", &[("CNI_NETNS", "relative/ns")], &[], false),
             (
                 "ADD",

@@ -3,6 +3,6 @@
 mod ipam;
 pub(crate) mod names;
 pub mod plugin;
-mod record;
+pub(crate) mod record;
 pub mod state;
 mod teardown;

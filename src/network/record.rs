@@ -246,6 +246,77 @@ pub(crate) fn ips(ep: &Endpoint) -> Vec<IpAddr> {
         .collect()
 }
 
+/// ADD's record path and DEL's lookup on a file's text, without the kernel: what ADD records
+/// for the request (`vars`, `conf`) is inserted into `state`, written, read back, and found
+/// again as DEL finds it, equal to what was recorded, with every other record kept. `Ok(false)`
+/// when ADD would not record (refused input, a state file that does not load, an existing
+/// attachment of the container). For the fuzz target `names` and the unit tests.
+#[cfg(any(test, feature = "internals"))]
+pub fn add_then_find(
+    state: &[u8],
+    vars: &std::collections::HashMap<String, String>,
+    conf: &[u8],
+) -> std::result::Result<bool, String> {
+    use crate::cni::config::ParsedConf;
+    use crate::cni::env::CniEnv;
+    use crate::store::{parse_state, to_go_json};
+    let path = std::path::Path::new("azure-vnet.json");
+    let (Ok(env), Ok(conf)) = (CniEnv::from_vars(vars), ParsedConf::parse(conf)) else {
+        return Ok(false);
+    };
+    let Ok(mut file) = parse_state::<NetworkFile>(path, state) else {
+        return Ok(false);
+    };
+    let log = crate::logging::Logger::discard();
+    let req = Request {
+        settings: crate::settings::Settings::resolve(Some(&conf.conf), vars),
+        env,
+        conf,
+        vars,
+        log: &log,
+    };
+    if req.conf.validate_name().is_err()
+        || !matches!(file.records_of(&req.env.container_id), Ok(r) if r.is_empty())
+    {
+        return Ok(false);
+    }
+    let Ok(before) = file.all_endpoints() else {
+        return Ok(false);
+    };
+    let id = Ident::of(&req.env);
+    let address: IpNetwork = "10.224.0.77/16".parse().map_err(|e| format!("{e}"))?;
+    let master = Link {
+        index: 2,
+        name: "eth0".into(),
+        mac: Some([0, 0x0d, 0x3a, 0x4b, 0x1c, 0x2d]),
+        mtu: 1500,
+        up: true,
+        kind: None,
+        peer_index: None,
+        peer_netnsid: None,
+    };
+    let ep = endpoint(&req, &id, address, [2, 0, 0, 0, 0, 1], &[], &Dns::default());
+    let key = insert(&mut file, &req, &id, &master, address, None, ep.clone())
+        .map_err(|e| format!("insert: {e}"))?;
+    let text = to_go_json(&file).map_err(|e| format!("serialize: {e}"))?;
+    let back: NetworkFile = parse_state(path, &text).map_err(|e| format!("reload: {e}"))?;
+    let (k, found) = find(&back, &req, &id)
+        .map_err(|e| format!("find: {e}"))?
+        .ok_or("the record written is not found again")?;
+    if k != key || found != (Endpoint { id: key, ..ep }) {
+        return Err(format!("found {k:?} {found:?}"));
+    }
+    let after = back.all_endpoints().map_err(|e| format!("{e}"))?;
+    if after.len() != before.len() + 1 {
+        return Err(format!(
+            "{} records before, {} after",
+            before.len(),
+            after.len()
+        ));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +442,46 @@ mod tests {
         let net = file.network("azure").unwrap();
         assert_eq!(net.subnets.as_ref().unwrap().len(), 1, "one subnet record");
         assert_eq!(net.endpoints.len(), 4);
+    }
+
+    #[test]
+    fn hostile_names_are_recorded_and_found_again() {
+        let mut state = Vec::new();
+        // (container ID, CNI_IFNAME, pod name): each added to the file the one before left.
+        for (cid, ifname, pod) in [
+            ("c1", "eth0", "plain"),
+            ("c2", "e\"th\\0", "q\"uo\\te"),
+            ("c3", "\u{1}\u{7f}\u{e9}", "\u{2603}\u{1b}[0m"),
+            ("c1x", "eth0", "x"), // shares no prefix: short ID
+            ("c2-long-id", "\"", "}{"),
+        ] {
+            let v = vars(cid, ifname, pod);
+            assert_eq!(
+                add_then_find(&state, &v, CONF.as_bytes()),
+                Ok(true),
+                "{cid}"
+            );
+            // Keep what was recorded for the next round, as the next process would read it.
+            let mut file: NetworkFile = serde_json::from_slice(&state).unwrap_or_default();
+            let (log, v2) = (Logger::discard(), v.clone());
+            let req = request(&v2, &log, CONF);
+            let id = Ident::of(&req.env);
+            let address: IpNetwork = "10.224.0.9/16".parse().unwrap();
+            let ep = endpoint(&req, &id, address, [2; 6], &[], &Dns::default());
+            insert(&mut file, &req, &id, &master(), address, None, ep).unwrap();
+            state = crate::store::to_go_json(&file).unwrap();
+        }
+        let v = vars("c1", "eth0", "plain");
+        assert_eq!(
+            add_then_find(&state, &v, CONF.as_bytes()),
+            Ok(false),
+            "attached"
+        );
+        assert_eq!(
+            add_then_find(b"{", &v, CONF.as_bytes()),
+            Ok(false),
+            "corrupt"
+        );
     }
 
     #[test]
