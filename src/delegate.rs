@@ -62,23 +62,6 @@ struct PluginError {
     details: String,
 }
 
-fn code_from_cni(code: u32) -> Code {
-    match code {
-        1 => Code::IncompatibleVersion,
-        2 => Code::UnsupportedField,
-        3 => Code::UnknownContainer,
-        4 => Code::InvalidEnv,
-        5 => Code::Io,
-        6 => Code::Decode,
-        7 => Code::InvalidConfig,
-        11 => Code::TryAgainLater,
-        50 => Code::NotAvailable,
-        51 => Code::LimitedConnectivity,
-        999 => Code::Internal,
-        _ => Code::Runtime,
-    }
-}
-
 /// A delegate that is running: its answer is collected by [`Pending::wait`], so the caller
 /// can do other work (ADD builds the veth pair) while the delegate runs.
 pub struct Pending {
@@ -139,7 +122,7 @@ impl Pending {
         }
         match serde_json::from_slice::<PluginError>(&out.stdout) {
             Ok(e) if !e.msg.is_empty() => {
-                let mut err = Error::new(code_from_cni(e.code), format!("{what}: {}", e.msg));
+                let mut err = Error::new(Code::from_cni(e.code), format!("{what}: {}", e.msg));
                 if !e.details.is_empty() {
                     err = err.with_details(e.details);
                 }

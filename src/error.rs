@@ -53,6 +53,29 @@ impl Code {
             Code::Internal => 999,
         }
     }
+
+    /// Back from a CNI code (a delegate's error keeps its kind); unknown codes are runtime
+    /// failures.
+    pub fn from_cni(code: u32) -> Code {
+        use Code::*;
+        [
+            IncompatibleVersion,
+            UnsupportedField,
+            UnknownContainer,
+            InvalidEnv,
+            Io,
+            Decode,
+            InvalidConfig,
+            TryAgainLater,
+            NotAvailable,
+            LimitedConnectivity,
+            Runtime,
+            Internal,
+        ]
+        .into_iter()
+        .find(|c| c.cni_code() == code)
+        .unwrap_or(Runtime)
+    }
 }
 
 /// A failure with its CNI code, a message that carries the chain of context, optional details,
@@ -204,7 +227,9 @@ mod tests {
         ];
         for (code, want) in table {
             assert_eq!(code.cni_code(), want, "{code:?}");
+            assert_eq!(Code::from_cni(want), code);
         }
+        assert_eq!(Code::from_cni(42), Code::Runtime);
     }
 
     #[test]

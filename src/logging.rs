@@ -91,14 +91,8 @@ pub struct Stopwatch {
     laps: Map<String, Value>,
 }
 
-impl Default for Stopwatch {
-    fn default() -> Self {
-        Stopwatch::new()
-    }
-}
-
 impl Stopwatch {
-    pub fn new() -> Stopwatch {
+    pub fn start() -> Stopwatch {
         Stopwatch {
             last: Instant::now(),
             laps: Map::new(),
@@ -125,7 +119,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .create(true)
         .append(true)
         .mode(0o644)
-        .custom_flags(libc_o_nofollow())
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(path)
 }
 
@@ -156,10 +150,6 @@ fn open_rotated(path: &Path) -> std::io::Result<File> {
     }
     let _ = fs2::FileExt::unlock(&file);
     open_append(path)
-}
-
-fn libc_o_nofollow() -> i32 {
-    nix::fcntl::OFlag::O_NOFOLLOW.bits()
 }
 
 #[cfg(test)]

@@ -144,31 +144,11 @@ impl Netlink {
         Ok(Netlink { rt, handle })
     }
 
-    /// Send one request; collect the replies; turn an error ACK into an [`Error`] with errno.
+    /// Send one request and collect its replies; an error ACK is an [`Error`] with errno.
     fn request(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = flags;
-        let mut handle = self.handle.clone();
-        self.rt.block_on(async move {
-            let mut replies = handle.request(req).map_err(nl_err)?;
-            let mut out = Vec::new();
-            while let Some(reply) = replies.next().await {
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(m) => out.push(m),
-                    NetlinkPayload::Error(e) if e.code.is_some() => {
-                        let io = e.to_io();
-                        return Err(Error::os(Code::Internal, &io).context("netlink"));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    fn ack(&self, msg: RouteNetlinkMessage, extra_flags: u16) -> Result<()> {
-        self.request(msg, NLM_F_REQUEST | NLM_F_ACK | extra_flags)
-            .map(|_| ())
+        let what = String::new();
+        let mut replies = self.batch(vec![Req { msg, flags, what }])?;
+        Ok(replies.pop().unwrap_or_default())
     }
 
     /// Send `reqs` back to back and then collect every answer: the kernel handles a socket's
@@ -194,11 +174,8 @@ impl Netlink {
                         NetlinkPayload::InnerMessage(m) => msgs.push(m),
                         NetlinkPayload::Error(e) if e.code.is_some() && first_error.is_none() => {
                             let io = e.to_io();
-                            first_error = Some(
-                                Error::os(Code::Internal, &io)
-                                    .context("netlink")
-                                    .context(&what),
-                            );
+                            let e = Error::os(Code::Internal, &io).context("netlink");
+                            first_error = Some(if what.is_empty() { e } else { e.context(&what) });
                         }
                         _ => {}
                     }
@@ -210,10 +187,6 @@ impl Netlink {
                 None => Ok(out),
             }
         })
-    }
-
-    fn one(&self, r: Req) -> Result<()> {
-        self.batch(vec![r]).map(|_| ())
     }
 
     fn dump(&self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
@@ -321,7 +294,8 @@ impl Netlink {
     pub fn delete_link(&self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        self.ack(RouteNetlinkMessage::DelLink(msg), 0)
+        self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_REQUEST | NLM_F_ACK)
+            .map(|_| ())
             .map_err(|e| e.context(format!("delete link #{index}")))
     }
 
@@ -392,7 +366,7 @@ impl Netlink {
     }
 
     pub fn del_route(&self, r: &Route) -> Result<()> {
-        self.one(req::del_route(r))
+        self.batch(vec![req::del_route(r)]).map(|_| ())
     }
 
     /// Routes of one family in the main table.

@@ -376,8 +376,7 @@ fn vnet_cases(ws: &BTreeMap<&str, String>) -> Vec<VCase> {
         vcase("lower-case command", 4, "unknown CNI_COMMAND").env("CNI_COMMAND", Some("add")),
         vcase("ADD without CNI_NETNS", 4, "CNI_NETNS").env("CNI_NETNS", None),
         vcase("ADD without CNI_IFNAME", 4, "CNI_IFNAME").env("CNI_IFNAME", None),
-        vcase("ifname as a kernel name template", 4, "template")
-            .env("CNI_IFNAME", Some("net%d")),
+        vcase("ifname as a kernel name template", 4, "template").env("CNI_IFNAME", Some("net%d")),
         vcase("ifname with a non-breaking space", 4, "whitespace")
             .env("CNI_IFNAME", Some("eth\u{a0}0")),
         vcase("ifname with byte 0xa0 (the kernel's space)", 4, "0xa0")

@@ -162,16 +162,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(f) = load::<NetworkFile>(data) {
         round_trip(&f);
-        if let Ok(eps) = f.all_endpoints() {
-            for (_, ep) in &eps {
+        if let Ok(eps) = f.select(None, |_, _, _| true) {
+            for (_, _, ep) in &eps {
                 endpoint_round_trip(ep);
             }
         }
         let _ = f.veth_owner(SEED_VETH);
         let _ = f.veth_owner(CID);
         for net in ["azure", ""] {
-            let _ = f.find_in(net, SEED_CID, |_, _| true);
-            let _ = f.find_in(net, CID, |k, e| k.starts_with(&e.container_id));
+            let _ = f.select(Some(SEED_CID), |n, _, _| n == net);
+            let _ = f.select(Some(CID), |n, k, e| {
+                n == net && k.starts_with(&e.container_id)
+            });
         }
         let mut stamped = f.clone();
         stamped.stamp("v0.0.0", "2026-11-21T00:00:00Z");

@@ -67,6 +67,8 @@ fn required(command: Command) -> (bool, bool, bool, bool) {
         Command::Add | Command::Check => (true, true, true, true),
         Command::Del => (true, false, true, true),
         Command::Gc | Command::Status => (false, false, false, true),
+        // Never validated: the dispatcher answers VERSION first, whatever the rest holds
+        // (libcni's `GetVersionInfo` sends CNI_NETNS=dummy).
         Command::Version => (false, false, false, false),
     }
 }
@@ -77,19 +79,6 @@ impl CniEnv {
         let command = Command::parse(
             get("CNI_COMMAND").ok_or_else(|| invalid_env("CNI_COMMAND is not set"))?,
         )?;
-        if command == Command::Version {
-            // VERSION answers whatever the rest holds, as the CNI project's skel does: libcni's
-            // `GetVersionInfo` (podman, `ValidateNetworkList`) sends CNI_NETNS=dummy,
-            // CNI_IFNAME=dummy and CNI_PATH=dummy, and a plugin that refuses them is dropped.
-            return Ok(CniEnv {
-                command,
-                container_id: String::new(),
-                netns: None,
-                ifname: String::new(),
-                args: CniArgs::default(),
-                path: Vec::new(),
-            });
-        }
         let (need_cid, need_netns, need_ifname, need_path) = required(command);
         let missing = |k: &str| invalid_env(format!("required env variable {k} is not set"));
 
@@ -278,19 +267,6 @@ mod tests {
                 true,
             ),
             ("ADD", &[("CNI_ARGS", "garbage")], &[], false),
-            // libcni's GetVersionInfo: placeholders everywhere (podman, ValidateNetworkList).
-            (
-                "VERSION",
-                &[
-                    ("CNI_NETNS", "dummy"),
-                    ("CNI_IFNAME", "dummy"),
-                    ("CNI_PATH", "dummy"),
-                    ("CNI_CONTAINERID", "-not/valid"),
-                    ("CNI_ARGS", "garbage"),
-                ],
-                &[],
-                true,
-            ),
             ("BOGUS", &[], &[], false),
             ("", &[], &[], false),
         ];

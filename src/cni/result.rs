@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::cni::version::Version;
 use crate::error::{Code, Error, Result};
@@ -90,62 +90,77 @@ pub struct Dns {
     pub options: Vec<String>,
 }
 
-// ---- wire shapes -------------------------------------------------------------------------
+// ---- wire shapes: what libcni reads and prints, fields in its order -------------------------
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireCurrent {
-    #[serde(default)]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    cni_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     interfaces: Vec<Interface>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ips: Vec<WireIp>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<WireRoute>,
     #[serde(default)]
     dns: Dns,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireIp {
-    #[serde(default)]
+    /// 0.3.x and 0.4.0 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     interface: Option<usize>,
     address: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     gateway: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireRoute {
     dst: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     gw: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     mtu: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     advmss: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     priority: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     table: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<u8>,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireLegacy {
-    #[serde(default)]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    cni_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     ip4: Option<WireLegacyIp>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     ip6: Option<WireLegacyIp>,
     #[serde(default)]
     dns: Dns,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct WireLegacyIp {
     ip: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     gateway: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<WireRoute>,
 }
 
@@ -247,119 +262,83 @@ impl CniResult {
         CniResult::from_value(&v, version)
     }
 
-    /// The result as `version` prints it.
-    pub fn to_value(&self, version: Version) -> Value {
-        let mut out = Map::new();
-        out.insert("cniVersion".into(), json!(version.as_str()));
-        if version.is_legacy() {
-            // 0.2.0 can carry one address per family: libcni keeps the first of each.
-            for (key, v4) in [("ip4", true), ("ip6", false)] {
-                let Some(ip) = self.ips.iter().find(|ip| ip.address.is_ipv4() == v4) else {
-                    continue;
-                };
-                let mut o = Map::new();
-                o.insert("ip".into(), json!(ip.address.to_string()));
-                if let Some(gw) = ip.gateway {
-                    o.insert("gateway".into(), json!(gw.to_string()));
-                }
-                let routes: Vec<Value> = self
-                    .routes
-                    .iter()
-                    .filter(|r| r.dst.is_ipv4() == v4)
-                    .map(|r| route_value(r, version))
-                    .collect();
-                if !routes.is_empty() {
-                    o.insert("routes".into(), Value::Array(routes));
-                }
-                out.insert(key.into(), Value::Object(o));
-            }
-        } else {
-            if !self.interfaces.is_empty() {
-                let ifs: Vec<Value> = self
-                    .interfaces
-                    .iter()
-                    .map(|i| {
-                        let mut i = i.clone();
-                        if version < Version::V1_1_0 {
-                            i.mtu = None;
-                            i.socket_path = None;
-                            i.pci_id = None;
-                        }
-                        serde_json::to_value(i).unwrap_or(Value::Null)
-                    })
-                    .collect();
-                out.insert("interfaces".into(), Value::Array(ifs));
-            }
-            if !self.ips.is_empty() {
-                let ips: Vec<Value> = self
-                    .ips
-                    .iter()
-                    .map(|ip| {
-                        let mut o = Map::new();
-                        if version.ips_carry_version() {
-                            let fam = if ip.address.is_ipv4() { "4" } else { "6" };
-                            o.insert("version".into(), json!(fam));
-                        }
-                        if let Some(i) = ip.interface {
-                            o.insert("interface".into(), json!(i));
-                        }
-                        o.insert("address".into(), json!(ip.address.to_string()));
-                        if let Some(gw) = ip.gateway {
-                            o.insert("gateway".into(), json!(gw.to_string()));
-                        }
-                        Value::Object(o)
-                    })
-                    .collect();
-                out.insert("ips".into(), Value::Array(ips));
-            }
-            if !self.routes.is_empty() {
-                let routes = self
-                    .routes
-                    .iter()
-                    .map(|r| route_value(r, version))
-                    .collect();
-                out.insert("routes".into(), Value::Array(routes));
-            }
-        }
-        // Go's types.DNS is a struct, so libcni always prints "dns", `{}` when empty.
-        out.insert(
-            "dns".into(),
-            serde_json::to_value(&self.dns).unwrap_or(Value::Null),
-        );
-        Value::Object(out)
-    }
-
-    /// Printed as libcni's `PrintResult` does: indented with four spaces, no trailing newline.
+    /// Printed as libcni's `PrintResult` does: its field order, indented with four spaces,
+    /// no trailing newline. Go's `types.DNS` is a struct, so `dns` is always there.
     pub fn to_bytes(&self, version: Version) -> Vec<u8> {
-        crate::cni::pretty4(&self.to_value(version))
-    }
-}
-
-fn route_value(r: &Route, version: Version) -> Value {
-    let mut o = Map::new();
-    o.insert("dst".into(), json!(r.dst.to_string()));
-    if let Some(gw) = r.gw {
-        o.insert("gw".into(), json!(gw.to_string()));
-    }
-    if version >= Version::V1_1_0 {
-        for (k, v) in [
-            ("mtu", r.mtu),
-            ("advmss", r.advmss),
-            ("priority", r.priority),
-            ("table", r.table),
-            ("scope", r.scope.map(u32::from)),
-        ] {
-            if let Some(v) = v {
-                o.insert(k.into(), json!(v));
+        let cni_version = Some(version.as_str().to_string());
+        let route = |r: &Route| {
+            let new = version >= Version::V1_1_0;
+            WireRoute {
+                dst: r.dst.to_string(),
+                gw: r.gw.map(|g| g.to_string()),
+                mtu: r.mtu.filter(|_| new),
+                advmss: r.advmss.filter(|_| new),
+                priority: r.priority.filter(|_| new),
+                table: r.table.filter(|_| new),
+                scope: r.scope.filter(|_| new),
             }
+        };
+        if version.is_legacy() {
+            // 0.2.0 carries one address per family: libcni keeps the first of each.
+            let legacy = |v4: bool| {
+                let ip = self.ips.iter().find(|ip| ip.address.is_ipv4() == v4)?;
+                Some(WireLegacyIp {
+                    ip: ip.address.to_string(),
+                    gateway: ip.gateway.map(|g| g.to_string()),
+                    routes: self
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst.is_ipv4() == v4)
+                        .map(route)
+                        .collect(),
+                })
+            };
+            return crate::cni::pretty4(&WireLegacy {
+                cni_version,
+                ip4: legacy(true),
+                ip6: legacy(false),
+                dns: self.dns.clone(),
+            });
         }
+        let interfaces = self
+            .interfaces
+            .iter()
+            .map(|i| match version < Version::V1_1_0 {
+                true => Interface {
+                    mtu: None,
+                    socket_path: None,
+                    pci_id: None,
+                    ..i.clone()
+                },
+                false => i.clone(),
+            });
+        let ips = self.ips.iter().map(|ip| WireIp {
+            version: version
+                .ips_carry_version()
+                .then(|| if ip.address.is_ipv4() { "4" } else { "6" }.to_string()),
+            interface: ip.interface,
+            address: ip.address.to_string(),
+            gateway: ip.gateway.map(|g| g.to_string()),
+        });
+        crate::cni::pretty4(&WireCurrent {
+            cni_version,
+            interfaces: interfaces.collect(),
+            ips: ips.collect(),
+            routes: self.routes.iter().map(route).collect(),
+            dns: self.dns.clone(),
+        })
     }
-    Value::Object(o)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl CniResult {
+        fn to_value(&self, version: Version) -> Value {
+            serde_json::from_slice(&self.to_bytes(version)).unwrap()
+        }
+    }
 
     fn sample() -> CniResult {
         CniResult {

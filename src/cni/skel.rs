@@ -52,15 +52,19 @@ pub fn refuse(e: Error) -> Outcome {
 }
 
 pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8]) -> Outcome {
+    // VERSION answers before any validation (as the CNI skel does) and touches no file.
+    if vars.get("CNI_COMMAND").map(String::as_str) == Some("VERSION") {
+        return Outcome {
+            stdout: version_info().into_bytes(),
+            exit_code: 0,
+        };
+    }
     let started = Instant::now();
     let mut log_dir_conf = None;
     let mut version = None;
     let mut log = None;
     let result = (|| -> Result<Option<Vec<u8>>> {
         let env = CniEnv::from_vars(vars)?;
-        if env.command == Command::Version {
-            return Ok(Some(version_info().into_bytes()));
-        }
         let conf = ParsedConf::parse(stdin)?;
         version = Some(conf.version);
         log_dir_conf = conf.conf.log_dir.clone();
@@ -96,16 +100,6 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
         };
         run_guarded(plugin, &req)
     })();
-
-    // VERSION is answered without touching any file (runtimes call it often).
-    if vars.get("CNI_COMMAND").map(String::as_str) == Some("VERSION") {
-        if let Ok(Some(out)) = &result {
-            return Outcome {
-                stdout: out.clone(),
-                exit_code: 0,
-            };
-        }
-    }
     let log = log.unwrap_or_else(|| {
         let dir = log_dir_conf.unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
         let mut l = Logger::open(&dir, plugin.name());
@@ -317,6 +311,19 @@ mod tests {
                 assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()));
             }
         }
+    }
+
+    #[test]
+    fn version_answers_whatever_the_rest_holds() {
+        // libcni's GetVersionInfo (podman, ValidateNetworkList): placeholders everywhere.
+        let mut vars = env("VERSION", "-not/valid");
+        for k in ["CNI_NETNS", "CNI_IFNAME", "CNI_PATH", "CNI_ARGS"] {
+            vars.insert(k.into(), "dummy".into());
+        }
+        let out = dispatch(&Fake, &vars, b"garbage");
+        assert_eq!(out.exit_code, 0);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["cniVersion"], "1.1.0");
     }
 
     #[test]

@@ -187,24 +187,6 @@ fn log_released(req: &Request, msg: &str, released: &[IpAddr]) {
     req.log.info(msg, &[("addresses", Value::from(list))]);
 }
 
-/// The answer to an ADD that got `alloc`, logged with the phase times.
-fn finish(req: &Request, mut watch: Stopwatch, alloc: Allocation) -> Result<CniResult> {
-    watch.lap("state");
-    req.log.info(
-        if alloc.existing {
-            "address already held"
-        } else {
-            "address allocated"
-        },
-        &[
-            ("address", Value::from(alloc.address.to_string())),
-            ("pool", Value::from(alloc.pool_id.clone())),
-            watch.field(),
-        ],
-    );
-    Ok(result_of(&alloc))
-}
-
 impl Plugin for IpamPlugin {
     fn name(&self) -> &'static str {
         PLUGIN_NAME
@@ -212,84 +194,73 @@ impl Plugin for IpamPlugin {
 
     fn add(&self, req: &Request) -> Result<CniResult> {
         let a = ipam_args(req)?;
-        let mut watch = Stopwatch::new();
+        let mut watch = Stopwatch::start();
         let fetched_at = now_nanos();
         let fetched = fetch(req, &a);
         watch.lap("source");
         let store = store(req);
+        let loaded = store.load::<IpamFile>()?;
+
+        // The source's view of this node (NICs matched to links: netlink work, outside the
+        // lock), unless it says exactly what was merged last: then the saved pools are it.
+        let current = |f: &Fetched| {
+            let space = loaded.value.space(&a.space);
+            space.is_some_and(|s| still_current(s, f.fingerprint, fetched_at))
+        };
+        let view = match &fetched {
+            Ok(f) if current(f) => Ok(None),
+            Ok(f) => f.nics().and_then(|nics| build_view(&nics, &a)).map(Some),
+            Err(e) => Err(e.clone()),
+        };
+        watch.lap("links");
+
         let request = allocator::Request {
             container_id: &req.env.container_id,
             pool: a.pool.as_deref(),
             address: a.address,
             if_name: a.master.as_deref(),
         };
-        let allocate = |space: &mut AddressSpace| {
-            allocator::allocate(space, &request)
-                .map_err(|e| e.context("Failed to allocate address"))
-        };
-        // The saved pools, when the source cannot be asked or its answer cannot be read:
-        // pods keep starting while the wireserver is down (upstream does the same).
-        let saved = |space: &mut AddressSpace, e: &Error| {
-            if space.pools.is_empty() {
-                return Err(e.clone().context("no address pools (and no saved state)"));
-            }
-            req.log.warn(
-                "address source failed; using the saved state",
-                &[("error", Value::from(e.msg()))],
-            );
-            let alloc = allocate(space)?;
-            let changed = !alloc.existing;
-            Ok((alloc, changed))
-        };
-        // Round 1: the saved pools, if the source still says what was merged last (the common
-        // case: its answer is not even parsed, no link lookups, no merge), or if the source
-        // cannot be asked.
-        let first = store.update(None, |file: &mut IpamFile| {
+        let alloc = store.update(Some(loaded), |file: &mut IpamFile| {
             let space = file.space_mut(&a.space);
-            match &fetched {
-                Ok(f) if still_current(space, f.fingerprint, fetched_at) => {
-                    let alloc = allocate(space)?;
-                    let changed = !alloc.existing;
-                    Ok((Some(alloc), changed))
+            let mut changed = false;
+            match &view {
+                // A view fetched before the one merged last is not merged over it.
+                Ok(Some(v)) if newer_than_merged(space.last_refresh, fetched_at) => {
+                    allocator::merge(space, v);
+                    space.last_refresh = Some(fetched_at);
+                    space.last_source = fetched.as_ref().ok().map(|f| f.fingerprint);
+                    changed = true;
                 }
-                Ok(_) => Ok((None, false)),
-                Err(e) => saved(space, e).map(|(alloc, changed)| (Some(alloc), changed)),
+                Ok(_) => {}
+                // The saved pools, when the source cannot be asked or its answer cannot be
+                // used: pods keep starting while the wireserver is down (as upstream).
+                Err(e) if space.pools.is_empty() => {
+                    return Err(e.clone().context("no address pools (and no saved state)"));
+                }
+                Err(e) => req.log.warn(
+                    "address source failed; using the saved state",
+                    &[("error", Value::from(e.msg()))],
+                ),
             }
+            let alloc = allocator::allocate(space, &request)
+                .map_err(|e| e.context("Failed to allocate address"))?;
+            changed |= !alloc.existing;
+            Ok((alloc, changed))
         })?;
-        let alloc = match first {
-            Some(alloc) => alloc,
-            None => {
-                // Round 2: the source changed (or the view aged): build the view outside the
-                // lock, then merge it, unless a view fetched later was merged meanwhile.
-                let fetched = fetched?;
-                let view = match fetched.nics() {
-                    Ok(nics) => build_view(&nics, &a)?,
-                    Err(e) => {
-                        // An answer that does not parse counts as no answer.
-                        let alloc = store.update(None, |file: &mut IpamFile| {
-                            saved(file.space_mut(&a.space), &e)
-                        })?;
-                        return finish(req, watch, alloc);
-                    }
-                };
-                watch.lap("links");
-                store.update(None, |file: &mut IpamFile| {
-                    let space = file.space_mut(&a.space);
-                    // The fingerprint and time always change here, so this always writes.
-                    let mut changed = false;
-                    if newer_than_merged(space.last_refresh, fetched_at) {
-                        allocator::merge(space, &view);
-                        space.last_refresh = Some(fetched_at);
-                        space.last_source = Some(fetched.fingerprint);
-                        changed = true;
-                    }
-                    let alloc = allocate(space)?;
-                    changed |= !alloc.existing;
-                    Ok((alloc, changed))
-                })?
-            }
-        };
-        finish(req, watch, alloc)
+        watch.lap("state");
+        req.log.info(
+            if alloc.existing {
+                "address already held"
+            } else {
+                "address allocated"
+            },
+            &[
+                ("address", Value::from(alloc.address.to_string())),
+                ("pool", Value::from(alloc.pool_id.clone())),
+                watch.field(),
+            ],
+        );
+        Ok(result_of(&alloc))
     }
 
     fn del(&self, req: &Request) -> Result<()> {

@@ -16,7 +16,7 @@ use crate::cni::env::Command;
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{Plugin, Request};
 use crate::datapath::{self, Expected, Plan};
-use crate::encoding::{mac_to_string, subnet_of, GoIpNet};
+use crate::encoding::{mac_to_string, parse_mac, subnet_of, GoIpNet};
 use crate::error::{invalid_config, runtime, Code, Error, Result};
 use crate::logging::{Logger, Stopwatch};
 use crate::netlink::{Link, Netlink};
@@ -230,7 +230,7 @@ impl Plugin for NetworkPlugin {
 
         // Everything below, up to the record, is one claim on the host veth name.
         let _veth_guard = veth_lock(req, &id.host_veth)?;
-        let mut watch = Stopwatch::new();
+        let mut watch = Stopwatch::start();
 
         // Read the records before anything is done: a state file we could not update at the
         // end is refused now, before IPAM or the kernel are touched.
@@ -335,7 +335,7 @@ impl Plugin for NetworkPlugin {
         let id = Ident::of(&req.env);
         let store = store(req);
         let cid = &req.env.container_id;
-        let mut watch = Stopwatch::new();
+        let mut watch = Stopwatch::start();
 
         // This container's record for this interface, if the file knows the container.
         let loaded = store.load_if_mentions::<NetworkFile>(cid)?;
@@ -388,7 +388,20 @@ impl Plugin for NetworkPlugin {
             .flatten()
             .find_map(GoIpNet::to_network)
             .ok_or_else(|| runtime(format!("endpoint {key} has no address")))?;
-        let pod_mac = ep.mac_address.0.as_deref().and_then(|m| m.try_into().ok());
+        // The pod interface is compared with the runtime's prevResult, the chain's final word
+        // (a chained `tuning` may have changed its MAC), else with the record.
+        let prev = match &req.conf.conf.prev_result {
+            Some(v) => Some(CniResult::from_value(v, req.conf.version)?),
+            None => None,
+        };
+        let pod_mac = match &prev {
+            Some(p) => p
+                .interfaces
+                .iter()
+                .find(|i| i.name == req.env.ifname && i.sandbox.is_some())
+                .and_then(|i| i.mac.as_deref().and_then(parse_mac)),
+            None => ep.mac_address.0.as_deref().and_then(|m| m.try_into().ok()),
+        };
         let host = Netlink::connect()?;
         let mut diffs = datapath::verify(
             &host,
@@ -403,11 +416,8 @@ impl Plugin for NetworkPlugin {
         if let Err(e) = ipam::exec(req, Command::Check, None) {
             diffs.push(format!("the IPAM plugin says: {}", e.msg()));
         }
-        if let Some(prev) = &req.conf.conf.prev_result {
-            let prev = CniResult::from_value(prev, req.conf.version)?;
-            if !prev.ips.iter().any(|ip| ip.address.ip() == address.ip()) {
-                diffs.push(format!("prevResult does not list {address}"));
-            }
+        if prev.is_some_and(|p| !p.ips.iter().any(|ip| ip.address.ip() == address.ip())) {
+            diffs.push(format!("prevResult does not list {address}"));
         }
         if diffs.is_empty() {
             Ok(())

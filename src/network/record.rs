@@ -25,13 +25,11 @@ pub(crate) fn find(
     req: &Request,
     id: &Ident,
 ) -> Result<Option<(String, Endpoint)>> {
-    let cid = &req.env.container_id;
-    Ok(file
-        .find_in(&req.conf.conf.name, cid, |k, e| {
-            e.container_id == *cid && id.is_key(k)
-        })?
-        .into_iter()
-        .next())
+    let (cid, net) = (&req.env.container_id, &req.conf.conf.name);
+    let found = file.select(Some(cid), |n, k, e| {
+        n == net && e.container_id == *cid && id.is_key(k)
+    })?;
+    Ok(found.into_iter().next().map(|(_, k, e)| (k, e)))
 }
 
 /// DNS the endpoint gets: the conflist's `dns` if it names servers, else the IPAM's (upstream
@@ -280,7 +278,7 @@ pub fn add_then_find(
     {
         return Ok(false);
     }
-    let Ok(before) = file.all_endpoints() else {
+    let Ok(before) = file.select(None, |_, _, _| true) else {
         return Ok(false);
     };
     let id = Ident::of(&req.env);
@@ -306,7 +304,9 @@ pub fn add_then_find(
     if k != key || found != (Endpoint { id: key, ..ep }) {
         return Err(format!("found {k:?} {found:?}"));
     }
-    let after = back.all_endpoints().map_err(|e| format!("{e}"))?;
+    let after = back
+        .select(None, |_, _, _| true)
+        .map_err(|e| format!("{e}"))?;
     if after.len() != before.len() + 1 {
         return Err(format!(
             "{} records before, {} after",

@@ -264,34 +264,13 @@ impl NetworkFile {
             .find_map(|ext| ext.networks.get_mut(id))
     }
 
-    /// Records in network `net` whose text mentions `needle` and that `pred` accepts, parsed.
-    pub fn find_in(
-        &self,
-        net: &str,
-        needle: &str,
-        pred: impl Fn(&str, &Endpoint) -> bool,
-    ) -> Result<Vec<(String, Endpoint)>> {
-        let mut out = Vec::new();
-        if let Some(n) = self.network(net) {
-            for (k, raw) in &n.endpoints {
-                if raw.mentions(needle) {
-                    let ep = raw.parse()?;
-                    if pred(k, &ep) {
-                        out.push((k.clone(), ep));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// The external interface (master) under which network `net` recorded `address`'s subnet.
     pub fn external_interface_for(
         &self,
         net: &str,
         address: ipnetwork::IpNetwork,
     ) -> Option<String> {
-        let subnet = ipnetwork::IpNetwork::new(address.network(), address.prefix()).ok()?;
+        let subnet = crate::encoding::subnet_of(address);
         self.network
             .as_ref()?
             .external_interfaces
@@ -306,14 +285,19 @@ impl NetworkFile {
             .map(|(name, _)| name.clone())
     }
 
-    /// Every record of container `cid`, in any network: (network, key, record).
-    pub fn records_of(&self, cid: &str) -> Result<Vec<(String, String, Endpoint)>> {
+    /// The records, in any network, whose text mentions `needle` (every record when `None`)
+    /// and that `pred` accepts, parsed: (network, key, record).
+    pub fn select(
+        &self,
+        needle: Option<&str>,
+        pred: impl Fn(&str, &str, &Endpoint) -> bool,
+    ) -> Result<Vec<(String, String, Endpoint)>> {
         let mut out = Vec::new();
         for (net, n) in self.networks() {
             for (k, raw) in &n.endpoints {
-                if raw.mentions(cid) {
+                if needle.is_none_or(|s| raw.mentions(s)) {
                     let ep = raw.parse()?;
-                    if ep.container_id == cid {
+                    if pred(net, k, &ep) {
                         out.push((net.clone(), k.clone(), ep));
                     }
                 }
@@ -322,31 +306,15 @@ impl NetworkFile {
         Ok(out)
     }
 
-    /// The container that owns host veth `name` in any network, if any.
-    pub fn veth_owner(&self, name: &str) -> Result<Option<String>> {
-        for (_, n) in self.networks() {
-            for raw in n.endpoints.values() {
-                if raw.mentions(name) {
-                    let ep = raw.parse()?;
-                    if ep.host_if_name == name {
-                        return Ok(Some(ep.container_id));
-                    }
-                }
-            }
-        }
-        Ok(None)
+    /// Every record of container `cid`, in any network: (network, key, record).
+    pub fn records_of(&self, cid: &str) -> Result<Vec<(String, String, Endpoint)>> {
+        self.select(Some(cid), |_, _, e| e.container_id == cid)
     }
 
-    /// Every endpoint of every network, parsed (tests, fuzzing).
-    #[cfg(any(test, feature = "internals"))]
-    pub fn all_endpoints(&self) -> Result<Vec<(String, Endpoint)>> {
-        let mut out = Vec::new();
-        for (id, n) in self.networks() {
-            for raw in n.endpoints.values() {
-                out.push((id.clone(), raw.parse()?));
-            }
-        }
-        Ok(out)
+    /// The container that owns host veth `name` in any network, if any.
+    pub fn veth_owner(&self, name: &str) -> Result<Option<String>> {
+        let mut found = self.select(Some(name), |_, _, e| e.host_if_name == name)?;
+        Ok(found.pop().map(|(_, _, e)| e.container_id))
     }
 }
 
@@ -374,8 +342,8 @@ mod tests {
     #[test]
     fn upstream_head_file_loads_and_round_trips() {
         let f: NetworkFile = serde_json::from_str(UPSTREAM).unwrap();
-        let all = f.all_endpoints().unwrap();
-        let (net, ep) = &all[0];
+        let all = f.select(None, |_, _, _| true).unwrap();
+        let (net, _, ep) = &all[0];
         assert_eq!(net, "azure");
         assert_eq!(ep.host_if_name, "azvd3e9f8799af");
         assert_eq!(ep.extra["NICType"], "InfraNIC");
@@ -400,7 +368,7 @@ mod tests {
         assert!(f.network("azure").unwrap().endpoints.is_empty());
         let f: NetworkFile =
             serde_json::from_str(r#"{"Network":{"ExternalInterfaces":null}}"#).unwrap();
-        assert!(f.all_endpoints().unwrap().is_empty());
+        assert!(f.select(None, |_, _, _| true).unwrap().is_empty());
     }
 
     #[test]
