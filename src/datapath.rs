@@ -9,9 +9,8 @@
 //!
 //! Upstream creates the container end as `azvX2` in the host, moves it and renames it to
 //! CNI_IFNAME; we create it in the pod under its final name. The result is the same (the
-//! record still says `azvX2`, like upstream's), and a rename is the one slow link operation:
-//! the kernel waits for an RCU grace period (`synchronize_net`), 0.1 ms on an idle machine and
-//! 0.7 ms while another CPU is busy in the kernel, e.g. exec'ing the IPAM plugin.
+//! record still says `azvX2`, like upstream's), and a rename makes the kernel wait for an RCU
+//! grace period (`synchronize_net`), longer while another CPU is busy exec'ing the IPAM plugin.
 
 use std::net::{IpAddr, Ipv4Addr};
 

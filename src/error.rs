@@ -58,23 +58,12 @@ impl Code {
     /// failures.
     pub fn from_cni(code: u32) -> Code {
         use Code::*;
-        [
-            IncompatibleVersion,
-            UnsupportedField,
-            UnknownContainer,
-            InvalidEnv,
-            Io,
-            Decode,
-            InvalidConfig,
-            TryAgainLater,
-            NotAvailable,
-            LimitedConnectivity,
-            Runtime,
-            Internal,
-        ]
-        .into_iter()
-        .find(|c| c.cni_code() == code)
-        .unwrap_or(Runtime)
+        #[rustfmt::skip]
+        let all = [IncompatibleVersion, UnsupportedField, UnknownContainer, InvalidEnv, Io, Decode,
+            InvalidConfig, TryAgainLater, NotAvailable, LimitedConnectivity, Runtime, Internal];
+        all.into_iter()
+            .find(|c| c.cni_code() == code)
+            .unwrap_or(Runtime)
     }
 }
 

@@ -220,19 +220,7 @@ fn del_is_idempotent_and_succeeds_after_state_loss() {
         &cni_env("ADD", "cid-broken", "/var/run/netns/x", "eth0"),
     );
     run_plugin(Some(&node), &ipam_bin(), &env, VNET_CONF.as_bytes()).succeeded();
-    sh(&[
-        "ip",
-        "-n",
-        &node,
-        "link",
-        "add",
-        &hv,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{hv}2"),
-    ]);
+    add_host_veth_pair(&node, &hv, &format!("{hv}2"));
     vnet_call(
         &tb,
         "a",
@@ -452,19 +440,7 @@ fn gc_removes_attachments_that_are_not_valid() {
     }
     // A leftover of an ADD killed before its record.
     let orphan = "azvdeadbeef000";
-    sh(&[
-        "ip",
-        "-n",
-        &node,
-        "link",
-        "add",
-        orphan,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "azvdeadbeef0002",
-    ]);
+    add_host_veth_pair(&node, orphan, "azvdeadbeef0002");
 
     let gc = |valid: &str| {
         let conf = VNET_CONF.replacen(

@@ -179,29 +179,16 @@ fn names_the_kernel_or_json_cannot_take_are_refused_before_anything_changes() {
         (b"eth\xc2\xa0", "whitespace"),
     ];
     for (ifname, words) in table {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &tb.node("a")])
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &tb.node("a")])
             .arg(vnet_bin())
             .env_clear()
             .envs(with(
                 tb.env("a"),
                 &cni_env("ADD", "cid-bad", &p(&path), "x"),
             ))
-            .env("CNI_IFNAME", std::ffi::OsStr::from_bytes(ifname))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(VNET_CONF.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        let out = PluginOut {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::new(),
-        };
+            .env("CNI_IFNAME", std::ffi::OsStr::from_bytes(ifname));
+        let out = run_with_stdin(cmd, VNET_CONF.as_bytes());
         let e = out.err(4);
         assert!(
             e["msg"].as_str().unwrap().contains(words),
@@ -240,19 +227,7 @@ fn gc_leaves_the_pods_of_another_run_directory_alone() {
     .succeeded();
     // A stray of an interrupted ADD whose peer never left the host.
     let stray = "azvdeadbeef000";
-    sh(&[
-        "ip",
-        "-n",
-        &node,
-        "link",
-        "add",
-        stray,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "azvdeadbeef0002",
-    ]);
+    add_host_veth_pair(&node, stray, "azvdeadbeef0002");
 
     gc(
         &tb,

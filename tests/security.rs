@@ -44,27 +44,14 @@ fn call_umask0(tb: &Testbed, cmd: &str, cid: &str, netns: &str, args: &str) -> P
     let mut full = env.clone();
     full.push(("PLUGIN".into(), vnet_bin().display().to_string()));
     // sh -c 'umask 000; exec "$PLUGIN"'
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &tb.node("a")])
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &tb.node("a")])
         .arg(&sh)
         .args(["-c", "umask 000; exec \"$PLUGIN\""])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(full.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(VNET_CONF.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    PluginOut {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .envs(full.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    run_with_stdin(cmd, VNET_CONF.as_bytes())
 }
 
 #[test]

@@ -92,8 +92,9 @@ pub struct Dns {
 
 // ---- wire shapes: what libcni reads and prints, fields in its order -------------------------
 
+/// A result at any version: 0.1.0/0.2.0 use `ip4`/`ip6`, later ones the rest.
 #[derive(Serialize, Deserialize)]
-struct WireCurrent {
+struct Wire {
     #[serde(
         rename = "cniVersion",
         default,
@@ -102,6 +103,10 @@ struct WireCurrent {
     cni_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     interfaces: Vec<Interface>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip4: Option<WireLegacyIp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip6: Option<WireLegacyIp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ips: Vec<WireIp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -137,22 +142,6 @@ struct WireRoute {
     table: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<u8>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct WireLegacy {
-    #[serde(
-        rename = "cniVersion",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    cni_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ip4: Option<WireLegacyIp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ip6: Option<WireLegacyIp>,
-    #[serde(default)]
-    dns: Dns,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -202,8 +191,8 @@ impl CniResult {
     pub fn from_value(value: &Value, version: Version) -> Result<CniResult> {
         let bad =
             |e: serde_json::Error| decode_err(format!("failed to parse {version} result: {e}"));
+        let w: Wire = serde_json::from_value(value.clone()).map_err(bad)?;
         if version.is_legacy() {
-            let w: WireLegacy = serde_json::from_value(value.clone()).map_err(bad)?;
             let mut out = CniResult {
                 dns: w.dns,
                 ..Default::default()
@@ -220,7 +209,6 @@ impl CniResult {
             }
             return Ok(out);
         }
-        let w: WireCurrent = serde_json::from_value(value.clone()).map_err(bad)?;
         let ips = w
             .ips
             .into_iter()
@@ -265,7 +253,15 @@ impl CniResult {
     /// Printed as libcni's `PrintResult` does: its field order, indented with four spaces,
     /// no trailing newline. Go's `types.DNS` is a struct, so `dns` is always there.
     pub fn to_bytes(&self, version: Version) -> Vec<u8> {
-        let cni_version = Some(version.as_str().to_string());
+        let mut wire = Wire {
+            cni_version: Some(version.as_str().to_string()),
+            interfaces: Vec::new(),
+            ip4: None,
+            ip6: None,
+            ips: Vec::new(),
+            routes: Vec::new(),
+            dns: self.dns.clone(),
+        };
         let route = |r: &Route| {
             let new = version >= Version::V1_1_0;
             WireRoute {
@@ -293,12 +289,8 @@ impl CniResult {
                         .collect(),
                 })
             };
-            return crate::cni::pretty4(&WireLegacy {
-                cni_version,
-                ip4: legacy(true),
-                ip6: legacy(false),
-                dns: self.dns.clone(),
-            });
+            (wire.ip4, wire.ip6) = (legacy(true), legacy(false));
+            return crate::cni::pretty4(&wire);
         }
         let interfaces = self
             .interfaces
@@ -320,13 +312,10 @@ impl CniResult {
             address: ip.address.to_string(),
             gateway: ip.gateway.map(|g| g.to_string()),
         });
-        crate::cni::pretty4(&WireCurrent {
-            cni_version,
-            interfaces: interfaces.collect(),
-            ips: ips.collect(),
-            routes: self.routes.iter().map(route).collect(),
-            dns: self.dns.clone(),
-        })
+        wire.interfaces = interfaces.collect();
+        wire.ips = ips.collect();
+        wire.routes = self.routes.iter().map(route).collect();
+        crate::cni::pretty4(&wire)
     }
 }
 

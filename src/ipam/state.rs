@@ -82,21 +82,15 @@ impl StateFile for IpamFile {
 
     /// Every address is released; pools stay (upstream's `restore` does the same).
     fn forget_pods(&mut self) -> Vec<String> {
-        let mut gone = Vec::new();
-        for space in self
+        let spaces = self
             .ipam
             .iter_mut()
-            .flat_map(|am| am.address_spaces.values_mut())
-        {
-            for pool in space.pools.values_mut() {
-                for (ip, rec) in pool.addresses.iter_mut().filter(|(_, r)| !r.is_free()) {
-                    gone.push(format!("{ip} ({})", rec.id));
-                    rec.in_use = false;
-                    rec.id.clear();
-                }
-            }
-        }
-        gone
+            .flat_map(|m| m.address_spaces.values_mut());
+        let none = std::collections::HashSet::new();
+        spaces
+            .flat_map(|s| crate::ipam::allocator::gc(s, &none))
+            .map(|ip| ip.to_string())
+            .collect()
     }
 }
 

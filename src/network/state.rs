@@ -61,7 +61,7 @@ state_struct! {
         vlan_id: i64 = "VlanId";
         subnets: Option<Vec<SubnetInfo>> = "Subnets";
         /// Kept as the JSON text they were read as: an ADD or DEL parses only the records it
-        /// needs, and rewrites the others byte for byte (cost stays flat with 250 pods).
+        /// needs, and rewrites the others byte for byte.
         endpoints: BTreeMap<String, RawEndpoint> = "Endpoints";
         dns: DnsInfo = "DNS";
         enable_snat_on_host: bool = "EnableSnatOnHost";
@@ -203,21 +203,16 @@ impl StateFile for NetworkFile {
     /// (Upstream keeps the records after a reboot, and its IPAM hands their addresses to new
     /// pods: records pointing at reused addresses.)
     fn forget_pods(&mut self) -> Vec<String> {
-        let mut gone = Vec::new();
-        for ext in self
+        let exts = self
             .network
             .iter_mut()
-            .flat_map(|nm| nm.external_interfaces.values_mut())
-        {
-            for (net, n) in ext.networks.iter_mut() {
-                gone.extend(
-                    std::mem::take(&mut n.endpoints)
-                        .into_keys()
-                        .map(|k| format!("{net}/{k}")),
-                );
-            }
-        }
-        gone
+            .flat_map(|m| m.external_interfaces.values_mut());
+        let nets = exts.flat_map(|ext| ext.networks.iter_mut());
+        nets.flat_map(|(id, n)| {
+            let keys = std::mem::take(&mut n.endpoints).into_keys();
+            keys.map(move |k| format!("{id}/{k}"))
+        })
+        .collect()
     }
 }
 

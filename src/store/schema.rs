@@ -4,7 +4,7 @@
 //! by another upstream version survives our rewrite.
 //!
 //! Why not `#[serde(flatten)]`: flatten buffers every object into an intermediate tree first,
-//! which made loading a 250-endpoint `azure-vnet.json` cost ~1 ms, and it cannot carry
+//! which grows with every endpoint in `azure-vnet.json`, and it cannot carry
 //! `RawValue`s (which let endpoint records we do not touch pass through unparsed). A missing
 //! field, or Go's `null` for a nil map or slice, reads as the field's default.
 

@@ -290,6 +290,35 @@ impl PluginOut {
     }
 }
 
+/// Run a prepared command with `stdin`, as a runtime runs a plugin: its output and status.
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> PluginOut {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut si = child.stdin.take().unwrap();
+        // The plugin may exit early (bad env) and close stdin: ignore EPIPE.
+        let _ = si.write_all(stdin);
+    }
+    let out = child.wait_with_output().unwrap();
+    PluginOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A veth pair `name`/`peer` in namespace `ns`, both ends there: what an ADD interrupted
+/// before the pod end left the host would leave.
+pub fn add_host_veth_pair(ns: &str, name: &str, peer: &str) {
+    sh(&[
+        "ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", peer,
+    ]);
+}
+
 /// Exec a CNI plugin in namespace `ns` (None: the test's own namespace) with a clean
 /// environment: PATH, the given variables, nothing inherited.
 pub fn run_plugin(
@@ -308,22 +337,8 @@ pub fn run_plugin(
     };
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        let mut si = child.stdin.take().unwrap();
-        // The plugin may exit early (bad env) and close stdin: ignore EPIPE.
-        let _ = si.write_all(stdin);
-    }
-    let out = child.wait_with_output().unwrap();
-    PluginOut {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    run_with_stdin(cmd, stdin)
 }
 
 /// The standard CNI variables for one call.
