@@ -12,4 +12,4 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
 scripts/build-release.sh
-cargo bench --quiet --bench plugins -- --bin-dir "$PWD/dist" "$@"
+cargo bench --quiet --features internals --bench plugins -- --bin-dir "$PWD/dist" "$@"

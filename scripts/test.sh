@@ -17,5 +17,7 @@ command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# the benchmark and the fuzz-facing internals build only with the `internals` feature
+cargo clippy --all-targets --features internals --quiet -- -D warnings
 cargo build --quiet --bins
 cargo test --quiet "$@"

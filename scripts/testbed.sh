@@ -2,6 +2,7 @@
 # A simulated Azure VNet in network namespaces (docs: README "The testbed").
 #
 #   testbed.sh up   <tag> <dir> [secondaries-per-node, default 30]
+#   testbed.sh nic  <tag> <dir> [secondaries, default 5]   (a second NIC on node-a, see nic())
 #   testbed.sh down <tag>
 #
 # Creates namespaces <tag>-vnet (the VNet fabric), <tag>-node-a and <tag>-node-b (two VMs),
@@ -18,7 +19,7 @@
 # (upstream's format) and <dir>/<node>/nmagent.xml (the wireserver's answer) listing its NIC.
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" >&2; exit 2; }
+usage() { sed -n '2,7p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 tag=$2
 
@@ -103,7 +104,45 @@ up() {
   ip -n "$vnet" link set papi up
 }
 
+# A second NIC on node-a (what Azure attaches to a running VM): eth1 00:0d:3a:4b:1c:2e,
+# 10.225.0.4/16 in its own subnet, <count> secondaries 10.225.0.5...; the VNet routes them to it.
+# node-a's interfaces.json and nmagent.xml list it after the primary NIC (IsPrimary=false).
+nic() {
+  local dir=$1 count=${2:-5} ns=$tag-node-a vnet=$tag-vnet mac=00:0d:3a:4b:1c:2e port=pa1
+  ip link add "$port" netns "$vnet" type veth peer name eth1 netns "$ns" address "$mac"
+  ip -n "$ns" addr add 10.225.0.4/16 dev eth1
+  ip -n "$ns" link set eth1 up
+  ip -n "$vnet" addr add 10.225.0.1/32 dev "$port"
+  ip -n "$vnet" link set "$port" up
+  sysctls "$vnet" "net.ipv4.conf.$port.proxy_arp=1" "net.ipv4.neigh.$port.proxy_delay=0"
+  ip -n "$vnet" route add 10.225.0.4/32 dev "$port"
+  local i json="{\"Address\":\"10.225.0.4\",\"IsPrimary\":true}"
+  local xml="      <IPAddress Address=\"10.225.0.4\" IsPrimary=\"true\"/>"
+  for i in $(seq 5 $((4 + count))); do
+    ip -n "$vnet" route add "10.225.0.$i/32" via 10.225.0.4 dev "$port" onlink
+    json+=",{\"Address\":\"10.225.0.$i\",\"IsPrimary\":false}"
+    xml+=$'\n'"      <IPAddress Address=\"10.225.0.$i\" IsPrimary=\"false\"/>"
+  done
+  local d=$dir/node-a
+  python3 - "$d/interfaces.json" "$json" <<'PY'
+import json, sys
+path, addrs = sys.argv[1], json.loads("[" + sys.argv[2] + "]")
+doc = json.load(open(path))
+doc["Interfaces"].append({"MacAddress": "000D3A4B1C2E", "IsPrimary": False,
+    "IPSubnets": [{"Prefix": "10.225.0.0/16", "IPAddresses": addrs}]})
+json.dump(doc, open(path, "w"))
+PY
+  local body
+  body=$(grep -v '</Interfaces>' "$d/nmagent.xml")
+  printf '%s\n  <Interface MacAddress="000D3A4B1C2E" IsPrimary="false">\n    <IPSubnet Prefix="10.225.0.0/16">\n%s\n    </IPSubnet>\n  </Interface>\n</Interfaces>\n' \
+    "$body" "$xml" > "$d/nmagent.xml"
+}
+
 case $cmd in
+  nic)
+    [ $# -ge 3 ] || usage
+    nic "$3" "${4:-5}"
+    ;;
   up)
     [ $# -ge 3 ] || usage
     trap 'down' ERR

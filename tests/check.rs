@@ -193,3 +193,67 @@ fn check_of_an_unknown_container_fails() {
         "{e}"
     );
 }
+
+/// What the kernel and a chained plugin do legitimately never fails CHECK: the kernel drops an
+/// idle neighbour entry (proxy ARP on the host veth answers the next lookup), and a chained
+/// `tuning` changes the pod's MAC (the runtime's prevResult says so). A wrong entry still does.
+#[test]
+fn check_accepts_a_dropped_neighbour_entry_and_a_mac_set_by_a_chained_plugin() {
+    let tb = Testbed::up(5);
+    let node = tb.node("a");
+    let netconf = netconf_dir(&tb.dir, "azure-tuning.conflist");
+    let (ns, path) = tb.pod("tun");
+    let env = with(
+        tb.env("a"),
+        &[kubelet_args("default", "tun", &cnitool_container_id(&path))],
+    );
+    // The file source (node-a's interfaces.json, from the environment).
+    let f = netconf.join("azure-tuning.conflist");
+    let text = std::fs::read_to_string(&f).unwrap().replace(
+        r#""type":"azure-vnet-ipam""#,
+        r#""type":"azure-vnet-ipam","environment":"file""#,
+    );
+    std::fs::write(f, text).unwrap();
+    let res = cnitool_run(&node, &netconf, "add", "azure", &path, &env).succeeded();
+    let pod_if = res["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_string())
+        .unwrap();
+    assert_eq!(pod_if["mac"], "02:11:22:33:44:55", "tuning's MAC: {res}");
+    assert!(ns_sh(&ns, &["ip", "link", "show", "eth0"]).contains("02:11:22:33:44:55"));
+    cnitool_run(&node, &netconf, "check", "azure", &path, &env).succeeded();
+
+    // (Setting the MAC flushed the entry already.) Traffic resolves it again through the host
+    // veth's proxy ARP; the kernel drops it when idle; CHECK passes either way.
+    ping(&ns, NODE_A_IP);
+    let neigh = ns_sh(&ns, &["ip", "neigh", "show", "dev", "eth0"]);
+    assert!(neigh.contains("aa:aa:aa:aa:aa:aa"), "{neigh}");
+    sh(&["ip", "-n", &ns, "neigh", "flush", "dev", "eth0"]);
+    cnitool_run(&node, &netconf, "check", "azure", &path, &env).succeeded();
+    ping(&ns, NODE_A_IP);
+    // A wrong entry breaks traffic: CHECK says so.
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "neigh",
+        "replace",
+        "169.254.1.1",
+        "lladdr",
+        "02:00:00:00:00:09",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    let out = check(&tb, &netconf, &path, &env);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(out.code != 0, "CHECK passed with a wrong neighbour entry");
+    assert!(
+        text.contains("neighbour 169.254.1.1 is 02:00:00:00:00:09"),
+        "{text}"
+    );
+    cnitool_run(&node, &netconf, "del", "azure", &path, &env).succeeded();
+}

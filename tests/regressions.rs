@@ -349,3 +349,236 @@ fn state_from_before_the_last_boot_frees_every_address() {
         "{ipam_log}"
     );
 }
+
+// ---- issue 9: an address source that moves, a runtime that races ------------------------
+
+/// An address Azure took away (the wireserver stops listing it while a pod holds it) is never
+/// handed out again once released: not while the merged view is reused, not from the saved
+/// state while the wireserver is down.
+#[test]
+fn an_address_the_wireserver_stopped_listing_is_never_handed_out_again() {
+    for wireserver_down_after in [false, true] {
+        let tb = Testbed::up(3); // 10.224.0.5, .6, .7
+        let node = tb.node("a");
+        let xml = tb.dir.join("nmagent.xml");
+        std::fs::copy(tb.nmagent_xml("a"), &xml).unwrap();
+        let ws = Wireserver::start(&node, &xml, "ok");
+        let conf = ipam_conf("0.3.0", "");
+        let ipam = |cmd: &str, cid: &str, url: &str| {
+            let env = with(
+                tb.env("a"),
+                &[
+                    ("AZURE_VNET_WIRESERVER_URL".into(), url.to_string()),
+                    ("CNI_COMMAND".into(), cmd.into()),
+                    ("CNI_CONTAINERID".into(), cid.into()),
+                    ("CNI_NETNS".into(), "/var/run/netns/x".into()),
+                    ("CNI_IFNAME".into(), "eth0".into()),
+                    ("CNI_PATH".into(), cni_path()),
+                ],
+            );
+            run_plugin(Some(&node), &ipam_bin(), &env, conf.as_bytes())
+        };
+        let ip_of = |out: PluginOut| {
+            let v = out.succeeded();
+            v["ips"][0]["address"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(ip_of(ipam("ADD", "c1", &ws.url)), "10.224.0.5");
+        // Azure moves .5 to another NIC; the next ADD sees the new list.
+        let text = std::fs::read_to_string(&xml).unwrap();
+        let moved: String = text
+            .lines()
+            .filter(|l| !l.contains("10.224.0.5\""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&xml, moved).unwrap();
+        assert_eq!(ip_of(ipam("ADD", "c2", &ws.url)), "10.224.0.6");
+        let url = if wireserver_down_after {
+            drop(ws);
+            "http://127.0.0.1:9/machine/plugins?comp=nmagent&type=getinterfaceinfov1".to_string()
+        } else {
+            ws.url.clone()
+        };
+        ipam("DEL", "c1", &url).succeeded();
+        // Drain the pool: .7, then nothing; .5 never again.
+        assert_eq!(ip_of(ipam("ADD", "c3", &url)), "10.224.0.7");
+        let e = ipam("ADD", "c4", &url).err(100);
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("No available addresses"),
+            "{e}"
+        );
+        let state = tb.ipam_state("a");
+        assert!(
+            !state.to_string().contains("\"10.224.0.5\""),
+            "down={wireserver_down_after}: {state}"
+        );
+    }
+}
+
+/// A DEL that arrives while the same container's ADD still runs (the runtime gave up waiting)
+/// removes whatever that ADD made: after both return, nothing of the pod remains.
+#[test]
+fn del_while_the_same_containers_add_still_runs_leaves_nothing() {
+    let tb = Testbed::up(5);
+    let node = tb.node("a");
+    let run = tb.run_dir("a");
+    // Where the ADD is held: in its IPAM exec (the IPAM state lock), and just before its
+    // record (the azure-vnet state lock).
+    for (i, held) in ["azure-vnet-ipam.lock", "azure-vnet.lock"]
+        .iter()
+        .enumerate()
+    {
+        let (pod_ns, path) = tb.pod(&format!("race{i}"));
+        let name = format!("race{i}");
+        let env = |cmd: &str| {
+            with(
+                tb.env("a"),
+                &pod_env(
+                    cmd,
+                    &format!("cid-race{i}"),
+                    &p(&path),
+                    "eth0",
+                    "default",
+                    &name,
+                ),
+            )
+        };
+        let lock = hold_lock(&run.join("azure-vnet").join(held));
+        let spawn = |cmd: &str| {
+            let node = node.clone();
+            let env = env(cmd);
+            std::thread::spawn(move || {
+                run_plugin(Some(&node), &vnet_bin(), &env, VNET_CONF.as_bytes())
+            })
+        };
+        let add = spawn("ADD");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let del = spawn("DEL");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(lock);
+        let (add, del) = (add.join().unwrap(), del.join().unwrap());
+        add.succeeded();
+        del.succeeded();
+        assert!(
+            endpoints(&vnet_state(&tb, "a"), "azure").is_empty(),
+            "{held}"
+        );
+        assert!(ips_in_use(&tb.ipam_state("a")).is_empty(), "{held}");
+        assert!(
+            !routes(&node).contains("dev azv"),
+            "{held}: {}",
+            routes(&node)
+        );
+        tb.del_pod(&pod_ns);
+        eventually("the pod's veth to go with its namespace", || {
+            !links(&node).contains(&host_veth(&format!("default.{name}")))
+        });
+    }
+    // A DEL sent as the ADD starts: either the pod is whole (and a further DEL removes it) or
+    // nothing remains.
+    for i in 0..5 {
+        let (_, path) = tb.pod(&format!("early{i}"));
+        let name = format!("early{i}");
+        let env = |cmd: &str| {
+            with(
+                tb.env("a"),
+                &pod_env(
+                    cmd,
+                    &format!("cid-early{i}"),
+                    &p(&path),
+                    "eth0",
+                    "default",
+                    &name,
+                ),
+            )
+        };
+        let (node2, add_env) = (node.clone(), env("ADD"));
+        let add = std::thread::spawn(move || {
+            run_plugin(Some(&node2), &vnet_bin(), &add_env, VNET_CONF.as_bytes())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(i));
+        vnet(&tb, env("DEL"), VNET_CONF).succeeded();
+        add.join().unwrap();
+        // Whole (record, address and host route) or nothing at all.
+        let recorded = !endpoints(&vnet_state(&tb, "a"), "azure").is_empty();
+        let held = !ips_in_use(&tb.ipam_state("a")).is_empty();
+        let routed = routes(&node).contains("dev azv");
+        assert!(
+            recorded == held && held == routed,
+            "{recorded} {held} {routed}"
+        );
+        vnet(&tb, env("DEL"), VNET_CONF).succeeded();
+        assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+        assert!(ips_in_use(&tb.ipam_state("a")).is_empty());
+        assert!(!routes(&node).contains("dev azv"), "{}", routes(&node));
+    }
+}
+
+/// A NIC added to the node later (its own subnet, IsPrimary=false) does not capture new pods:
+/// the network's pods stay in its subnet (azure-vnet pins `ipam.subnet`, as upstream), the
+/// first pod of a node gets the primary NIC's subnet, and a network whose `master` is the
+/// second NIC gets that NIC's subnet, with working traffic.
+#[test]
+fn a_second_nic_does_not_capture_the_networks_pods() {
+    let tb = Testbed::up(2); // 10.224.0.5, .6 on eth0
+    tb.second_nic(3); // 10.225.0.5, .6, .7 on eth1
+    let node_b = tb.node("b");
+    let add = |name: &str, conf: &str| {
+        let (ns, path) = tb.pod(name);
+        let out = vnet(
+            &tb,
+            pod_env(
+                "ADD",
+                &format!("cid-{name}"),
+                &p(&path),
+                "eth0",
+                "default",
+                name,
+            ),
+            conf,
+        );
+        (ns, out)
+    };
+    let ip = |out: &PluginOut| {
+        let v = out.succeeded();
+        v["ips"][0]["address"].as_str().unwrap().to_string()
+    };
+    let (ns1, out1) = add("n1", VNET_CONF);
+    assert_eq!(ip(&out1), "10.224.0.5/16", "the primary NIC's subnet first");
+    let (_, out2) = add("n2", VNET_CONF);
+    assert_eq!(ip(&out2), "10.224.0.6/16");
+    // The network's subnet is full: the pod is refused rather than given the other NIC's
+    // subnet, which this network's master does not route.
+    let (_, out3) = add("n3", VNET_CONF);
+    let e = out3.err(100);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("No available addresses"),
+        "{e}"
+    );
+    ping(&ns1, NODE_B_IP);
+
+    // A network on the second NIC.
+    let on_eth1 = VNET_CONF
+        .replace(r#""name":"azure""#, r#""name":"azure2""#)
+        .replace(r#""mode""#, r#""master":"eth1","mode""#);
+    let (ns4, out4) = add("n4", &on_eth1);
+    assert_eq!(ip(&out4), "10.225.0.5/16");
+    let state = vnet_state(&tb, "a");
+    assert!(
+        state["Network"]["ExternalInterfaces"]["eth1"]["Networks"]["azure2"].is_object(),
+        "{state}"
+    );
+    ping(&ns4, NODE_B_IP);
+    ns_sh(&node_b, &["ping", "-c1", "-W2", "10.225.0.5"]);
+}

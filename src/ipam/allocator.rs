@@ -16,9 +16,9 @@ use crate::ipam::source::PoolView;
 use crate::ipam::state::{AddressRecord, AddressSpace, Pool};
 
 /// Merge a fresh view into the stored space (spec B.5.3): new pools and addresses are added;
-/// free addresses the source no longer lists are dropped; addresses in use are kept until
-/// released; pools that vanished are dropped once nothing in them is in use.
-/// Returns whether anything changed.
+/// free addresses the source no longer lists are dropped; addresses in use that it no longer
+/// lists are kept, marked unlisted, until released (then they go: see `free`); pools that
+/// vanished are dropped once nothing in them is in use. Returns whether anything changed.
 pub fn merge(space: &mut AddressSpace, view: &[PoolView]) -> bool {
     let mut changed = false;
     for pv in view {
@@ -40,10 +40,7 @@ pub fn merge(space: &mut AddressSpace, view: &[PoolView]) -> bool {
             changed = true;
         }
         let listed: HashSet<String> = pv.addresses.iter().map(|a| a.to_string()).collect();
-        let before = pool.addresses.len();
-        pool.addresses
-            .retain(|k, rec| listed.contains(k) || !rec.is_free());
-        changed |= pool.addresses.len() != before;
+        changed |= keep_listed(pool, |k| listed.contains(k));
         for a in &pv.addresses {
             pool.addresses.entry(a.to_string()).or_insert_with(|| {
                 changed = true;
@@ -59,14 +56,28 @@ pub fn merge(space: &mut AddressSpace, view: &[PoolView]) -> bool {
     space.pools.retain(|id, pool| {
         listed.contains(id.as_str()) || pool.addresses.values().any(|r| !r.is_free())
     });
-    for (id, pool) in space.pools.iter_mut() {
-        if !listed.contains(id.as_str()) {
-            let n = pool.addresses.len();
-            pool.addresses.retain(|_, r| !r.is_free());
-            changed |= pool.addresses.len() != n;
-        }
+    for (_, pool) in space
+        .pools
+        .iter_mut()
+        .filter(|(id, _)| !listed.contains(id.as_str()))
+    {
+        changed |= keep_listed(pool, |_| false);
     }
     changed | (space.pools.len() != before)
+}
+
+/// Drop the free records `listed` does not name and mark the held ones unlisted (or listed
+/// again: Azure may give an address back). Returns whether anything changed.
+fn keep_listed(pool: &mut Pool, listed: impl Fn(&str) -> bool) -> bool {
+    let before = pool.addresses.len();
+    pool.addresses.retain(|k, rec| listed(k) || !rec.is_free());
+    let mut changed = pool.addresses.len() != before;
+    for (k, rec) in pool.addresses.iter_mut() {
+        let unlisted = !listed(k);
+        changed |= rec.unlisted != unlisted;
+        rec.unlisted = unlisted;
+    }
+    changed
 }
 
 #[derive(Debug, Clone, Default)]
@@ -199,7 +210,11 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
         }
     }
 
-    // Pool choice: upstream prefers higher Priority, then more addresses; ties by ID.
+    // Pool choice, when nothing pins one (`ipam.subnet`, which azure-vnet sets from its network
+    // record after the first pod): the primary NIC's pools first (priority 0), then more
+    // addresses, ties by ID. Upstream prefers secondary NICs here, but in transparent mode
+    // pod traffic leaves by the host's routes, which go out of the primary NIC: a secondary
+    // NIC's address there is dropped by the VNet.
     let mut candidates: Vec<&Pool> = space
         .pools
         .values()
@@ -210,8 +225,8 @@ pub fn allocate(space: &mut AddressSpace, req: &Request) -> Result<Allocation> {
     }
     candidates.retain(|p| next_free(p, &taken).is_some());
     candidates.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
+        a.priority
+            .cmp(&b.priority)
             .then(b.addresses.len().cmp(&a.addresses.len()))
             .then(a.id.cmp(&b.id))
     });
@@ -266,42 +281,41 @@ pub fn release(
     pool: Option<&str>,
     address: Option<IpAddr>,
 ) -> Vec<IpAddr> {
-    let mut released = Vec::new();
     let key = address.map(|a| a.to_string());
-    for p in space.pools.values_mut() {
-        if pool.is_some_and(|id| id != p.id) {
-            continue;
-        }
-        for (k, rec) in p.addresses.iter_mut() {
-            if key.as_ref().is_some_and(|want| want != k) {
-                continue;
-            }
-            if rec.in_use && rec.id == container_id {
-                rec.in_use = false;
-                rec.id.clear();
-                if let Some(ip) = record_ip(k, rec) {
-                    released.push(ip);
-                }
-            }
-        }
-    }
-    released
+    free(space, |pool_id, k, rec| {
+        pool.is_none_or(|id| id == pool_id)
+            && key.as_ref().is_none_or(|want| want == k)
+            && rec.in_use
+            && rec.id == container_id
+    })
 }
 
 /// CNI GC: release every address owned by a container that is not in `valid`. Records in use
 /// without an owner (written by very old upstream versions) are left alone: we cannot know.
 pub fn gc(space: &mut AddressSpace, valid: &HashSet<&str>) -> Vec<IpAddr> {
+    free(space, |_, _, rec| {
+        rec.in_use && !rec.id.is_empty() && !valid.contains(rec.id.as_str())
+    })
+}
+
+/// Free the records `pick` selects (pool ID, key, record); an unlisted one is removed instead,
+/// so an address Azure took away is never handed out again (upstream deletes it at release
+/// too). Returns the released addresses.
+fn free(
+    space: &mut AddressSpace,
+    pick: impl Fn(&str, &str, &AddressRecord) -> bool,
+) -> Vec<IpAddr> {
     let mut released = Vec::new();
     for p in space.pools.values_mut() {
-        for (k, rec) in p.addresses.iter_mut() {
-            if rec.in_use && !rec.id.is_empty() && !valid.contains(rec.id.as_str()) {
-                rec.in_use = false;
-                rec.id.clear();
-                if let Some(ip) = record_ip(k, rec) {
-                    released.push(ip);
-                }
+        p.addresses.retain(|k, rec| {
+            if !pick(&p.id, k, rec) {
+                return true;
             }
-        }
+            released.extend(record_ip(k, rec));
+            rec.in_use = false;
+            rec.id.clear();
+            !rec.unlisted
+        });
     }
     released
 }
@@ -487,6 +501,44 @@ mod tests {
     }
 
     #[test]
+    fn an_address_the_source_took_away_is_never_handed_out_again() {
+        let mut s = space_with(&["10.224.0.5", "10.224.0.6", "10.224.0.7"]);
+        assert_eq!(alloc(&mut s, "a"), "10.224.0.5");
+        // Azure moves .5 to another NIC while the pod holds it.
+        assert!(merge(
+            &mut s,
+            &[view("10.224.0.0/16", &["10.224.0.6", "10.224.0.7"])]
+        ));
+        assert!(s.pools["10.224.0.0/16"].addresses["10.224.0.5"].unlisted);
+        // Its release (DEL or GC, with no further merge: the cached and the saved-state
+        // paths) removes it; the pool drains without it.
+        assert_eq!(release(&mut s, "a", None, None).len(), 1);
+        assert!(!s.pools["10.224.0.0/16"]
+            .addresses
+            .contains_key("10.224.0.5"));
+        let got: Vec<String> = ["b", "c"].iter().map(|c| alloc(&mut s, c)).collect();
+        assert_eq!(got, ["10.224.0.6", "10.224.0.7"]);
+        assert_eq!(
+            allocate(&mut s, &req("d")).unwrap_err().msg(),
+            "No available addresses"
+        );
+        // Listed again later (Azure gave it back): an ordinary address again.
+        alloc_gc_and_relist(&mut s);
+    }
+
+    fn alloc_gc_and_relist(s: &mut AddressSpace) {
+        let addrs = ["10.224.0.5", "10.224.0.6", "10.224.0.7"];
+        merge(s, &[view("10.224.0.0/16", &addrs[1..])]);
+        merge(s, &[view("10.224.0.0/16", &addrs)]);
+        assert_eq!(alloc(s, "e"), "10.224.0.5");
+        merge(s, &[view("10.224.0.0/16", &addrs[1..])]);
+        merge(s, &[view("10.224.0.0/16", &addrs)]);
+        assert!(!s.pools["10.224.0.0/16"].addresses["10.224.0.5"].unlisted);
+        gc(s, &HashSet::from(["b", "c"]));
+        assert_eq!(free_count(s), 1, "{:?}", s.pools);
+    }
+
+    #[test]
     fn pool_choice_and_filters() {
         let mut s = AddressSpace::default();
         let mut secondary = view("10.225.0.0/24", &["10.225.0.9"]);
@@ -499,9 +551,10 @@ mod tests {
                 secondary,
             ],
         );
-        // Higher priority first (upstream), then the other pool once it is full.
-        assert_eq!(alloc(&mut s, "a"), "10.225.0.9");
-        assert_eq!(alloc(&mut s, "b"), "10.224.0.5");
+        // The primary NIC's pool first, then the other pool once it is full.
+        assert_eq!(alloc(&mut s, "a"), "10.224.0.5");
+        assert_eq!(alloc(&mut s, "b"), "10.224.0.6");
+        assert_eq!(alloc(&mut s, "b2"), "10.225.0.9");
         // master filter
         let e = allocate(
             &mut s,
@@ -512,6 +565,15 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.msg(), "No available addresses");
+        release(&mut s, "b2", None, None);
+        let on_eth1 = Request {
+            if_name: Some("eth1"),
+            ..req("c")
+        };
+        assert_eq!(
+            allocate(&mut s, &on_eth1).unwrap().address.ip().to_string(),
+            "10.225.0.9"
+        );
         let e = allocate(
             &mut s,
             &Request {

@@ -64,6 +64,10 @@ state_struct! {
         id: String = "ID";
         addr: GoIp = "Addr";
         in_use: bool = "InUse";
+        /// Our addition (upstream keeps this in memory only, as `unhealthy`): the source no
+        /// longer lists this address, which a pod still holds. Azure routes it elsewhere now,
+        /// so when it is released the record goes instead of becoming free.
+        unlisted: bool = "Unlisted", skip_if crate::store::schema::is_false;
     }
 }
 

@@ -3,49 +3,77 @@
 
 use std::net::IpAddr;
 
+use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use crate::cni::env::Command;
 use crate::cni::skel::Request;
 use crate::delegate;
 use crate::error::{Code, Result};
+use crate::ipam::plugin::PLUGIN_NAME;
 
-/// The network config for the IPAM plugin: the config we got, with `ipam.ipAddress` set when
-/// one address is to be released (harmless to IPAM plugins that do not know the key).
-fn stdin(req: &Request, address: Option<IpAddr>) -> Vec<u8> {
+/// What azure-vnet adds to the IPAM config (spec B.1.4).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pin {
+    /// `ipam.ipAddress`: the one address to release (harmless to IPAM plugins that do not
+    /// know the key).
+    pub address: Option<IpAddr>,
+    /// `ipam.subnet`: the network's recorded subnet, so that every pod of a network stays in
+    /// the subnet its master routes (a NIC added later must not capture new pods). Only for
+    /// azure-vnet-ipam, as upstream (host-local reads `subnet` as its own range), and only
+    /// when the conflist does not choose one itself.
+    pub subnet: Option<IpNetwork>,
+}
+
+/// The network config for the IPAM plugin: the config we got, with the `pin` set.
+fn stdin(req: &Request, pin: Pin) -> Vec<u8> {
     let mut raw = req.conf.raw.clone();
-    if let (Some(ip), Some(ipam)) = (address, raw.get_mut("ipam").and_then(Value::as_object_mut)) {
-        ipam.insert("ipAddress".into(), Value::from(ip.to_string()));
+    if let Some(ipam) = raw.get_mut("ipam").and_then(Value::as_object_mut) {
+        if let Some(ip) = pin.address {
+            ipam.insert("ipAddress".into(), Value::from(ip.to_string()));
+        }
+        let ours = ipam.get("type").and_then(Value::as_str) == Some(PLUGIN_NAME);
+        let chosen = ipam
+            .get("subnet")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty());
+        if let (Some(subnet), true, false) = (pin.subnet, ours, chosen) {
+            ipam.insert("subnet".into(), Value::from(subnet.to_string()));
+        }
     }
     serde_json::to_vec(&raw).unwrap_or_default()
 }
 
 /// Start the IPAM plugin's ADD; its answer is collected later (ADD builds the veth pair
 /// meanwhile).
-pub(crate) fn spawn_add(req: &Request) -> Result<delegate::Pending> {
+pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<delegate::Pending> {
+    let pin = Pin {
+        subnet,
+        ..Pin::default()
+    };
     delegate::spawn(
         &req.conf.ipam()?.plugin_type,
         Command::Add,
-        &stdin(req, None),
+        &stdin(req, pin),
         req.vars,
         &req.env.path,
     )
 }
 
-pub(crate) fn exec(req: &Request, command: Command, address: Option<IpAddr>) -> Result<Vec<u8>> {
+pub(crate) fn exec(req: &Request, command: Command, pin: Pin) -> Result<Vec<u8>> {
     delegate::exec(
         &req.conf.ipam()?.plugin_type,
         command,
-        &stdin(req, address),
+        &stdin(req, pin),
         req.vars,
         &req.env.path,
     )
 }
 
-/// Release `address`, or everything the container holds. A failure is "try again", as
+/// Release `pin.address`, or everything the container holds. A failure is "try again", as
 /// upstream answers a failed release (spec B.3.8).
-pub(crate) fn release(req: &Request, address: Option<IpAddr>) -> Result<()> {
-    exec(req, Command::Del, address).map(|_| ()).map_err(|e| {
+pub(crate) fn release(req: &Request, pin: Pin) -> Result<()> {
+    exec(req, Command::Del, pin).map(|_| ()).map_err(|e| {
         e.with_code(Code::TryAgainLater)
             .context("failed to release address")
     })
@@ -53,7 +81,7 @@ pub(crate) fn release(req: &Request, address: Option<IpAddr>) -> Result<()> {
 
 /// Whether the IPAM plugin speaks CNI 1.1 (GC, STATUS): its VERSION answer lists 1.1.0.
 pub(crate) fn speaks_1_1(req: &Request) -> Result<bool> {
-    let out = exec(req, Command::Version, None)?;
+    let out = exec(req, Command::Version, Pin::default())?;
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     Ok(v["supportedVersions"]
         .as_array()

@@ -21,7 +21,7 @@ use crate::error::{invalid_config, runtime, Code, Error, Result};
 use crate::logging::{Logger, Stopwatch};
 use crate::netlink::{Link, Netlink};
 use crate::netns::Netns;
-use crate::network::ipam;
+use crate::network::ipam::{self, Pin};
 use crate::network::names::{self, Ident};
 use crate::network::record;
 use crate::network::state::NetworkFile;
@@ -189,10 +189,8 @@ fn leftover_of_this_pod(host: &Netlink, link: &Link, req: &Request) -> bool {
 
 /// DEL of a container with no record here: state lost, a repeated DEL, or an ADD interrupted
 /// before its record. Release by container ID, and remove this pod's host veth if no record
-/// claims it (spec A.3.5).
-fn del_unrecorded(req: &Request, id: &Ident, store: &Store) -> Result<()> {
-    let _guard = veth_lock(req, &id.host_veth)?;
-    let file: NetworkFile = store.load()?.value;
+/// claims it (spec A.3.5). The caller holds the veth lock.
+fn del_unrecorded(req: &Request, id: &Ident, file: &NetworkFile) -> Result<()> {
     if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
         // The container's one attachment is another one (network or interface): its
         // address and veth are not this DEL's to touch.
@@ -211,7 +209,7 @@ fn del_unrecorded(req: &Request, id: &Ident, store: &Store) -> Result<()> {
             }
         }
     }
-    teardown.release_all();
+    teardown.release_all(file.first_subnet(&req.conf.conf.name));
     teardown.finish()
 }
 
@@ -272,7 +270,8 @@ impl Plugin for NetworkPlugin {
         // the guard. (The veth pair is created before the exec, not during it: the kernel's
         // netdev registration waits for the other CPU, which the exec keeps busy.)
         let to_ipam = |e: Error| e.context("Failed to allocate pool: Failed to delegate");
-        let pending = ipam::spawn_add(req).map_err(to_ipam)?;
+        let subnet = loaded.value.first_subnet(&req.conf.conf.name);
+        let pending = ipam::spawn_add(req, subnet).map_err(to_ipam)?;
         let (prepared, (host_done, out)) = datapath::prepare_pod_while(&pod, &plan, &veth, || {
             (datapath::prepare_host(&plan), pending.wait())
         });
@@ -281,7 +280,11 @@ impl Plugin for NetworkPlugin {
         let out = out.map_err(to_ipam)?;
         // From here the IPAM plugin holds an address for this container, whatever its result
         // says: release by container ID (the container has no other attachment, see above).
-        rollback.push("release the IP", move || ipam::release(req, None));
+        let pin = Pin {
+            subnet,
+            ..Pin::default()
+        };
+        rollback.push("release the IP", move || ipam::release(req, pin));
         host_done?;
         let pod_nl = prepared?;
         let ipam =
@@ -335,17 +338,17 @@ impl Plugin for NetworkPlugin {
         let id = Ident::of(&req.env);
         let store = store(req);
         let cid = &req.env.container_id;
+
+        // The pod's veth lock first: an ADD of this pod still running (the runtime gave up
+        // waiting for it) finishes before this DEL looks, so what it made is found and goes.
+        let _veth_guard = veth_lock(req, &id.host_veth)?;
         let mut watch = Stopwatch::start();
 
-        // This container's record for this interface, if the file knows the container.
-        let loaded = store.load_if_mentions::<NetworkFile>(cid)?;
-        let found = match &loaded {
-            Some(l) => record::find(&l.value, req, &id)?,
-            None => None,
-        };
+        // This container's record for this interface.
+        let loaded = store.load::<NetworkFile>()?;
         watch.lap("stateRead");
-        let Some((key, ep)) = found else {
-            return del_unrecorded(req, &id, &store);
+        let Some((key, ep)) = record::find(&loaded.value, req, &id)? else {
+            return del_unrecorded(req, &id, &loaded.value);
         };
 
         // Host routes, the record, then the address. The veth stays: its peer is in the pod
@@ -353,7 +356,7 @@ impl Plugin for NetworkPlugin {
         let host = Netlink::connect()?;
         let mut teardown = Teardown::new(req, &host);
         teardown.routes(std::slice::from_ref(&ep));
-        let removed = teardown.records(&store, loaded, |k, raw| {
+        let removed = teardown.records(&store, Some(loaded), |k, raw| {
             if k != key {
                 return Ok(None);
             }
@@ -413,7 +416,7 @@ impl Plugin for NetworkPlugin {
                 pod_mac,
             },
         )?;
-        if let Err(e) = ipam::exec(req, Command::Check, None) {
+        if let Err(e) = ipam::exec(req, Command::Check, Pin::default()) {
             diffs.push(format!("the IPAM plugin says: {}", e.msg()));
         }
         if prev.is_some_and(|p| !p.ips.iter().any(|ip| ip.address.ip() == address.ip())) {
@@ -487,7 +490,7 @@ impl Plugin for NetworkPlugin {
     fn status(&self, req: &Request) -> Result<()> {
         // An IPAM plugin older than CNI 1.1 cannot say; we have nothing else to report.
         if ipam::speaks_1_1(req)? {
-            ipam::exec(req, Command::Status, None)?;
+            ipam::exec(req, Command::Status, Pin::default())?;
         }
         Ok(())
     }

@@ -185,10 +185,10 @@ impl RawEndpoint {
             .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
     }
 
-    /// Whether the record's text contains `s` as a JSON string: a cheap filter before
-    /// parsing.
-    pub fn mentions(&self, s: &str) -> bool {
-        crate::store::mentions(self.0.get().as_bytes(), s)
+    /// Whether the record's text contains `quoted` (a JSON string, see
+    /// `store::json_string`): a filter before parsing.
+    pub fn mentions(&self, quoted: &str) -> bool {
+        self.0.get().contains(quoted)
     }
 }
 
@@ -259,6 +259,12 @@ impl NetworkFile {
             .find_map(|ext| ext.networks.get_mut(id))
     }
 
+    /// The first subnet network `net` recorded (upstream's `Subnets[0]`: its master's).
+    pub fn first_subnet(&self, net: &str) -> Option<ipnetwork::IpNetwork> {
+        let s = self.network(net)?.subnets.as_ref()?.first()?;
+        s.prefix.to_network().map(crate::encoding::subnet_of)
+    }
+
     /// The external interface (master) under which network `net` recorded `address`'s subnet.
     pub fn external_interface_for(
         &self,
@@ -287,10 +293,11 @@ impl NetworkFile {
         needle: Option<&str>,
         pred: impl Fn(&str, &str, &Endpoint) -> bool,
     ) -> Result<Vec<(String, String, Endpoint)>> {
+        let quoted = needle.map(crate::store::json_string);
         let mut out = Vec::new();
         for (net, n) in self.networks() {
             for (k, raw) in &n.endpoints {
-                if needle.is_none_or(|s| raw.mentions(s)) {
+                if quoted.as_deref().is_none_or(|q| raw.mentions(q)) {
                     let ep = raw.parse()?;
                     if pred(net, k, &ep) {
                         out.push((net.clone(), k.clone(), ep));
@@ -424,8 +431,10 @@ mod tests {
             ("azv1", true),
             ("ContainerID", true),
             ("x", false),
+            ("a\"b", false),
         ] {
-            assert_eq!(raw.mentions(needle), want, "{needle}");
+            let quoted = crate::store::json_string(needle);
+            assert_eq!(raw.mentions(&quoted), want, "{needle}");
         }
         assert!(
             serde_json::from_str::<RawEndpoint>("[1]").is_err(),

@@ -4,12 +4,15 @@
 //! released only once its record is gone, so at every moment the records are a subset of what
 //! IPAM has handed out (a record naming a free address would let two pods share it).
 
+use ipnetwork::IpNetwork;
+
 use crate::cni::env::Command;
 use crate::cni::skel::Request;
 use crate::datapath;
+use crate::encoding::{subnet_of, GoIpNet};
 use crate::error::{self, Error, Result};
 use crate::netlink::{Link, Netlink};
-use crate::network::ipam;
+use crate::network::ipam::{self, Pin};
 use crate::network::record;
 use crate::network::state::{Endpoint, NetworkFile, RawEndpoint};
 use crate::store::{Loaded, Store};
@@ -77,16 +80,26 @@ impl<'a, 'r> Teardown<'a, 'r> {
 
     /// Release the addresses of `eps`, whose records are gone, through the IPAM plugin.
     pub fn release(&mut self, eps: &[Endpoint]) {
-        for ip in eps.iter().flat_map(record::ips) {
-            if let Err(e) = ipam::release(self.req, Some(ip)) {
+        let nets = eps.iter().flat_map(|e| e.ip_addresses.iter().flatten());
+        for net in nets.filter_map(GoIpNet::to_network) {
+            let pin = Pin {
+                address: Some(net.ip()),
+                subnet: Some(subnet_of(net)),
+            };
+            if let Err(e) = ipam::release(self.req, pin) {
                 self.fail(e);
             }
         }
     }
 
-    /// Release everything the container holds (no record says what).
-    pub fn release_all(&mut self) {
-        if let Err(e) = ipam::release(self.req, None) {
+    /// Release everything the container holds (no record says what), in the network's
+    /// `subnet` if it has one.
+    pub fn release_all(&mut self, subnet: Option<IpNetwork>) {
+        let pin = Pin {
+            subnet,
+            ..Pin::default()
+        };
+        if let Err(e) = ipam::release(self.req, pin) {
             self.fail(e);
         }
     }
@@ -96,7 +109,7 @@ impl<'a, 'r> Teardown<'a, 'r> {
     pub fn ipam_gc(&mut self) {
         let done = ipam::speaks_1_1(self.req).and_then(|yes| {
             if yes {
-                ipam::exec(self.req, Command::Gc, None).map(|_| ())
+                ipam::exec(self.req, Command::Gc, Pin::default()).map(|_| ())
             } else {
                 Ok(())
             }

@@ -89,16 +89,6 @@ impl<'a> Store<'a> {
         self.parse(&bytes, stamp)
     }
 
-    /// Like `load`, but `None` (without parsing) when the file does not contain `needle` as a
-    /// JSON string: most DELs after state loss or repeats are for containers it does not know.
-    pub fn load_if_mentions<T: StateFile>(&self, needle: &str) -> Result<Option<Loaded<T>>> {
-        let (bytes, stamp) = read_bytes(&self.path)?;
-        if !mentions(&bytes, needle) {
-            return Ok(None);
-        }
-        self.parse(&bytes, stamp).map(Some)
-    }
-
     fn parse<T: StateFile>(&self, bytes: &[u8], stamp: Option<Stamp>) -> Result<Loaded<T>> {
         let mut value: T = parse_state(&self.path, bytes)?;
         let mut rewrite = false;
@@ -139,7 +129,9 @@ impl<'a> Store<'a> {
         if changed || doc.rewrite {
             doc.value
                 .stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
-            write_atomic(&self.path, &to_go_json(&doc.value)?)
+            // About the size of the file it replaces: one allocation.
+            let size = doc.stamp.map_or(0, |s| s.size as usize);
+            write_atomic(&self.path, &to_go_json_sized(&doc.value, size + 4096)?)
                 .with_context(|| format!("write state file {}", self.path.display()))?;
         }
         Ok(out)
@@ -189,14 +181,11 @@ fn current_stamp(path: &Path) -> Option<Stamp> {
     std::fs::symlink_metadata(path).ok().map(|m| stamp_of(&m))
 }
 
-/// Whether `text` contains `s` as a JSON string, escaped as serde_json writes it (container
-/// IDs and veth names, the only needles, are spelled the same by every JSON writer).
-pub(crate) fn mentions(text: &[u8], s: &str) -> bool {
-    let quoted = serde_json::to_string(s).unwrap_or_default();
-    match std::str::from_utf8(text) {
-        Ok(t) => t.contains(&quoted),
-        Err(_) => text.windows(quoted.len()).any(|w| w == quoted.as_bytes()),
-    }
+/// `s` as a JSON string, quoted and escaped as serde_json writes it: what to search a
+/// record's text for (container IDs and veth names, the only needles, are spelled the same by
+/// every JSON writer).
+pub(crate) fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// Missing or 0-byte file: empty state (upstream treats both as "no state"). Anything that
@@ -205,11 +194,13 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let state = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e.to_string()))?;
+    // Checked as UTF-8 once, so the searches below and the parser work on a `str`.
+    let text = std::str::from_utf8(bytes).map_err(|e| corrupt(path, format!("not UTF-8: {e}")))?;
+    let state = serde_json::from_str(text).map_err(|e| corrupt(path, e.to_string()))?;
     // serde_json's reserved key (see `encoding::has_raw_token`): our rewrite of such a file
     // would not read back. Spelling it needs "RawValue" or a \u escape, so most files skip this.
-    if (mentions_bytes(bytes, b"RawValue") || mentions_bytes(bytes, b"\\u"))
-        && serde_json::from_slice(bytes).map_or(true, |v| has_raw_token(&v))
+    if (text.contains("RawValue") || text.contains("\\u"))
+        && serde_json::from_str(text).map_or(true, |v| has_raw_token(&v))
     {
         return Err(corrupt(
             path,
@@ -217,10 +208,6 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
         ));
     }
     Ok(state)
-}
-
-fn mentions_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
@@ -281,7 +268,11 @@ fn corrupt(path: &Path, why: String) -> Error {
 /// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline (serde_json's
 /// pretty formatter with a tab indent writes the same bytes).
 pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(4096);
+    to_go_json_sized(value, 4096)
+}
+
+fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity);
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     value
         .serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))

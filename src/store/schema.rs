@@ -81,6 +81,11 @@ macro_rules! state_struct {
 
 pub(crate) use state_struct;
 
+/// Go's `omitempty` for a bool.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A map key borrowed from the input when it needs no unescaping (nearly always), so matching
 /// the known field names allocates nothing.
 pub(crate) struct Key<'de>(std::borrow::Cow<'de, str>);

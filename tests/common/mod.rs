@@ -677,3 +677,17 @@ pub fn snapshot(tb: &Testbed, n: &str, pod_ns: &str) -> Snapshot {
         pod_links,
     }
 }
+
+impl Testbed {
+    /// Attach a second NIC to node-a (eth1, 10.225.0.4/16, `secondaries` addresses from
+    /// 10.225.0.5), listed by node-a's sources after the primary NIC (IsPrimary=false).
+    pub fn second_nic(&self, secondaries: u32) {
+        let st = Command::new(repo().join("scripts/testbed.sh"))
+            .args(["nic", &self.tag])
+            .arg(self.dir.path())
+            .arg(secondaries.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "testbed nic failed");
+    }
+}
