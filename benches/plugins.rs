@@ -477,7 +477,7 @@ fn main() {
         Some(d) => (d.join("azure-vnet"), d.join("azure-vnet-ipam")),
         None => (
             PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet")),
-            PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet-ipam")),
+            PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet")),
         ),
     };
     std::fs::copy(&src_vnet, &ours_vnet).unwrap_or_else(|e| panic!("{}: {e}", src_vnet.display()));

@@ -11,6 +11,7 @@ use std::process::{Command as Process, Stdio};
 use serde::Deserialize;
 
 use crate::cni::env::Command;
+use crate::cni::skel::{self, Outcome, Plugin};
 use crate::error::{Code, Error, Result};
 
 /// Set by a plugin on the delegates it execs: the exec'ing process's pid.
@@ -62,25 +63,55 @@ struct PluginError {
     details: String,
 }
 
-/// A delegate that is running: its answer is collected by [`Pending::wait`], so the caller
-/// can do other work (ADD builds the veth pair) while the delegate runs.
+/// A delegate that is running, or ready to run in this process: its answer is collected by
+/// [`Pending::wait`], so the caller can do other work (ADD builds the pod's end) meanwhile.
 pub struct Pending {
-    child: std::process::Child,
-    bin: PathBuf,
+    how: How,
     what: String,
 }
 
-/// Start `plugin` for `command`, with `stdin` written to it. Must be called on a thread that
-/// outlives the delegate (the main thread): the kernel's parent-death signal follows the thread
-/// that spawned the child, not the process.
+enum How {
+    Child(std::process::Child, PathBuf),
+    /// The file delegation would execute is this very executable: its plugin runs here, with
+    /// the same stdin and CNI_* view the exec'd process would get, when waited for.
+    InProcess(Box<dyn FnOnce() -> Outcome>),
+}
+
+/// Whether `bin` is the executable this process runs (same device and inode as
+/// `/proc/self/exe`): a copy, another build or a newer version installed meanwhile is not.
+fn is_this_executable(bin: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(bin), std::fs::metadata("/proc/self/exe")) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Start `plugin` for `command`, with `stdin` written to it: exec'd through CNI_PATH, as
+/// libcni does, unless the file it resolves to is this very executable and `local` is its
+/// plugin, which then runs in this process instead (one process start less per operation).
+/// Must be called on a thread that outlives an exec'd delegate (the main thread): the kernel's
+/// parent-death signal follows the thread that spawned the child, not the process.
 pub fn spawn(
     plugin: &str,
     command: Command,
     stdin: &[u8],
     vars: &HashMap<String, String>,
     cni_path: &[PathBuf],
+    local: Option<&'static dyn Plugin>,
 ) -> Result<Pending> {
     let bin = find_plugin(plugin, cni_path)?;
+    let what = format!("{plugin} {}", command.as_str());
+    if let Some(local) = local.filter(|_| is_this_executable(&bin)) {
+        let mut vars = vars.clone();
+        vars.insert("CNI_COMMAND".into(), command.as_str().into());
+        let stdin = stdin.to_vec();
+        let run = move || skel::dispatch(local, &vars, &stdin);
+        return Ok(Pending {
+            how: How::InProcess(Box::new(run)),
+            what,
+        });
+    }
     let mut cmd = Process::new(&bin);
     cmd.env_clear()
         .envs(vars)
@@ -91,8 +122,8 @@ pub fn spawn(
     // If we are killed (runtime timeout, OOM), the delegate must not live on and commit an
     // allocation after the runtime's DEL for this container has already run: that address
     // would leak. Our own plugins see this variable and ask the kernel to kill them with us
-    // (see `die_with_parent`); doing it in the child keeps the fast posix_spawn path (a
-    // pre_exec hook would force a full fork of this process).
+    // (see `die_with_parent`); doing it in the child keeps the posix_spawn path (a pre_exec
+    // hook would force a full fork of this process).
     cmd.env(PARENT_PID_ENV, std::process::id().to_string());
     let mut child = cmd
         .spawn()
@@ -103,9 +134,8 @@ pub fn spawn(
         let _ = si.write_all(stdin);
     }
     Ok(Pending {
-        child,
-        bin,
-        what: format!("{plugin} {}", command.as_str()),
+        how: How::Child(child, bin),
+        what,
     })
 }
 
@@ -113,14 +143,24 @@ impl Pending {
     /// The delegate's stdout on success. A failure keeps the delegate's CNI code (so a lock
     /// timeout stays "try again", exhaustion stays 100) and its message.
     pub fn wait(self) -> Result<Vec<u8>> {
-        let Pending { child, bin, what } = self;
-        let out = child.wait_with_output().map_err(|e| {
-            Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display()))
-        })?;
-        if out.status.success() {
-            return Ok(out.stdout);
+        let Pending { how, what } = self;
+        let (ok, stdout, status) = match how {
+            How::InProcess(run) => {
+                let out = run();
+                let status = format!("exit status: {}", out.exit_code);
+                (out.exit_code == 0, out.stdout, status)
+            }
+            How::Child(child, bin) => {
+                let out = child.wait_with_output().map_err(|e| {
+                    Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display()))
+                })?;
+                (out.status.success(), out.stdout, out.status.to_string())
+            }
+        };
+        if ok {
+            return Ok(stdout);
         }
-        match serde_json::from_slice::<PluginError>(&out.stdout) {
+        match serde_json::from_slice::<PluginError>(&stdout) {
             Ok(e) if !e.msg.is_empty() => {
                 let mut err = Error::new(Code::from_cni(e.code), format!("{what}: {}", e.msg));
                 if !e.details.is_empty() {
@@ -131,9 +171,8 @@ impl Pending {
             _ => Err(Error::new(
                 Code::Runtime,
                 format!(
-                    "{what} failed ({}) without a CNI error: {:?}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout)
+                    "{what} failed ({status}) without a CNI error: {:?}",
+                    String::from_utf8_lossy(&stdout)
                         .chars()
                         .take(200)
                         .collect::<String>()
@@ -150,8 +189,9 @@ pub fn exec(
     stdin: &[u8],
     vars: &HashMap<String, String>,
     cni_path: &[PathBuf],
+    local: Option<&'static dyn Plugin>,
 ) -> Result<Vec<u8>> {
-    spawn(plugin, command, stdin, vars, cni_path)?.wait()
+    spawn(plugin, command, stdin, vars, cni_path, local)?.wait()
 }
 
 #[cfg(test)]
@@ -197,14 +237,14 @@ mod tests {
         let path = vec![dir.clone()];
         let vars = HashMap::new();
 
-        let e = exec("fake-ipam", Command::Add, b"{}", &vars, &path).unwrap_err();
+        let e = exec("fake-ipam", Command::Add, b"{}", &vars, &path, None).unwrap_err();
         assert_eq!(e.code(), Code::TryAgainLater);
         assert_eq!(e.msg(), "fake-ipam ADD: timed out locking store");
-        let e = exec("garbage-ipam", Command::Add, b"{}", &vars, &path).unwrap_err();
+        let e = exec("garbage-ipam", Command::Add, b"{}", &vars, &path, None).unwrap_err();
         assert_eq!(e.code(), Code::Runtime);
         assert!(e.msg().contains("without a CNI error"), "{e}");
         assert_eq!(
-            exec("ok-ipam", Command::Del, b"{\"x\":1}", &vars, &path).unwrap(),
+            exec("ok-ipam", Command::Del, b"{\"x\":1}", &vars, &path, None).unwrap(),
             b"{\"x\":1}"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -1,5 +1,5 @@
 //! azure-vnet-cni: Azure CNI in transparent mode (`azure-vnet`) and its IPAM plugin
-//! (`azure-vnet-ipam`), as one library with two thin binaries.
+//! (`azure-vnet-ipam`), as one library and one executable that acts by the name it is run as.
 //!
 //! Rooms, and what may call what:
 //! - [`cni`]: the CNI protocol: environment, network config, results and versions, errors,
@@ -59,14 +59,19 @@ pub mod internals {
     }
 }
 
-/// `main` of the `azure-vnet` binary.
-pub fn azure_vnet_main() -> ! {
-    run_plugin(&network::plugin::NetworkPlugin)
-}
-
-/// `main` of the `azure-vnet-ipam` binary.
-pub fn azure_vnet_ipam_main() -> ! {
-    run_plugin(&ipam::plugin::IpamPlugin)
+/// The executable's `main`: `azure-vnet-ipam` when run under that name (as busybox and
+/// Calico's `calico-ipam` do), `azure-vnet` otherwise.
+pub fn main() -> ! {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
+    if name
+        .to_string_lossy()
+        .starts_with(ipam::plugin::PLUGIN_NAME)
+    {
+        run_plugin(&ipam::plugin::IpamPlugin)
+    } else {
+        run_plugin(&network::plugin::NetworkPlugin)
+    }
 }
 
 /// What a binary's `main` does: collect env and stdin, dispatch, print, exit.

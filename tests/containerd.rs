@@ -402,9 +402,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             self.dir.join("net.d/10-azure.conflist"),
         )
         .unwrap();
-        for b in ["azure-vnet", "azure-vnet-ipam"] {
-            std::fs::copy(bin_dir().join(b), self.dir.join("bin").join(b)).unwrap();
-        }
+        install_plugins(&self.dir.join("bin"));
     }
 
     fn output(&self, name: &str) -> String {

@@ -7,10 +7,10 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use crate::cni::env::Command;
-use crate::cni::skel::Request;
+use crate::cni::skel::{Plugin, Request};
 use crate::delegate;
 use crate::error::{Code, Result};
-use crate::ipam::plugin::PLUGIN_NAME;
+use crate::ipam::plugin::{IpamPlugin, PLUGIN_NAME};
 
 /// What azure-vnet adds to the IPAM config (spec B.1.4).
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,6 +44,12 @@ fn stdin(req: &Request, pin: Pin) -> Vec<u8> {
     serde_json::to_vec(&raw).unwrap_or_default()
 }
 
+/// azure-vnet-ipam's code, for when the file CNI_PATH names is this very executable (see
+/// `delegate::spawn`); any other IPAM plugin, or another build of ours, is exec'd.
+fn local(plugin_type: &str) -> Option<&'static dyn Plugin> {
+    (plugin_type == PLUGIN_NAME).then_some(&IpamPlugin as &'static dyn Plugin)
+}
+
 /// Start the IPAM plugin's ADD; its answer is collected later (ADD builds the veth pair
 /// meanwhile).
 pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<delegate::Pending> {
@@ -51,22 +57,26 @@ pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<dele
         subnet,
         ..Pin::default()
     };
+    let ty = &req.conf.ipam()?.plugin_type;
     delegate::spawn(
-        &req.conf.ipam()?.plugin_type,
+        ty,
         Command::Add,
         &stdin(req, pin),
         req.vars,
         &req.env.path,
+        local(ty),
     )
 }
 
 pub(crate) fn exec(req: &Request, command: Command, pin: Pin) -> Result<Vec<u8>> {
+    let ty = &req.conf.ipam()?.plugin_type;
     delegate::exec(
-        &req.conf.ipam()?.plugin_type,
+        ty,
         command,
         &stdin(req, pin),
         req.vars,
         &req.env.path,
+        local(ty),
     )
 }
 

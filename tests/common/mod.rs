@@ -31,15 +31,62 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Our plugins as a node has them installed: the one executable under both names (hard
+/// links), in a directory of this test process's own (`target/<profile>/cni-bin-<pid>`).
 pub fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet-ipam"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet"));
+        let parent = built.parent().unwrap();
+        // Directories of earlier test processes that are gone.
+        for e in std::fs::read_dir(parent).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name
+                .strip_prefix("cni-bin-")
+                .map(|p| p.trim_end_matches(".copies"))
+            {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = parent.join(format!("cni-bin-{}", std::process::id()));
+        install_plugins(&dir);
+        dir
+    })
+    .clone()
+}
+
+/// Install our plugins into `dir` as a node's installer does: one file, two names.
+pub fn install_plugins(dir: &Path) {
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet"));
+    std::fs::create_dir_all(dir).unwrap();
+    for name in ["azure-vnet", "azure-vnet-ipam"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    if std::fs::hard_link(&built, dir.join("azure-vnet")).is_err() {
+        std::fs::copy(&built, dir.join("azure-vnet")).unwrap();
+    }
+    std::fs::hard_link(dir.join("azure-vnet"), dir.join("azure-vnet-ipam")).unwrap();
+}
+
+/// Our plugins installed as two separate files (copies): azure-vnet then execs
+/// azure-vnet-ipam, as it does for any IPAM plugin that is not its very own executable.
+pub fn exec_bin_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = bin_dir().with_extension("copies");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["azure-vnet", "azure-vnet-ipam"] {
+            std::fs::copy(env!("CARGO_BIN_EXE_azure-vnet"), dir.join(name)).unwrap();
+        }
+        dir
+    })
+    .clone()
 }
 
 pub fn ipam_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet-ipam"))
+    bin_dir().join("azure-vnet-ipam")
 }
 
 /// Our binaries first, then Debian's reference plugins.
@@ -556,7 +603,7 @@ pub fn kubelet_args(namespace: &str, name: &str, cid: &str) -> (String, String) 
 }
 
 pub fn vnet_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_azure-vnet"))
+    bin_dir().join("azure-vnet")
 }
 
 /// azure-vnet's host veth name for a key (`<ns>.<pod>`, or `<cid>.<ifname>`): `azv` + the

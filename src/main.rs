@@ -1,0 +1,3 @@
+fn main() {
+    azure_vnet_cni::main()
+}
