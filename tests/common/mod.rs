@@ -4,6 +4,8 @@
 //! assertion leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -23,6 +23,7 @@ use tower::service_fn;
 
 const USAGE: &str = "\
 usage: criclient [--timeout SECS] [--get /json/pointer] SOCKET COMMAND [ARGS...]
+       (options and flags go anywhere before a `--`; what follows `--` is a command line)
 
   version                               Version (CRI runtime API version)
   wait [SECS]                           retry Version until the runtime answers (default 30 s)
@@ -33,7 +34,7 @@ usage: criclient [--timeout SECS] [--get /json/pointer] SOCKET COMMAND [ARGS...]
   lsp [--name N] [--namespace NS]       ListPodSandbox
   stopp SANDBOX                         StopPodSandbox
   rmp SANDBOX                           RemovePodSandbox
-  create SANDBOX POD --image IMG [--container NAME] [--] CMD...
+  create SANDBOX POD --image IMG [--container NAME] [--container-attempt N] [--] CMD...
                                         CreateContainer           -> {\"id\"}
   start CONTAINER                       StartContainer
   status CONTAINER                      ContainerStatus
@@ -403,11 +404,17 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                 .take_opt("--image")?
                 .ok_or_else(|| Fail::Usage("--image is required".into()))?;
             let name = a.take_opt("--container")?.unwrap_or_else(|| "main".into());
+            let attempt = match a.take_opt("--container-attempt")? {
+                Some(n) => n.parse().map_err(|_| {
+                    Fail::Usage(format!("--container-attempt {n:?} is not a number"))
+                })?,
+                None => 0,
+            };
             let command = a.rest();
             let cfg = ContainerConfig {
                 metadata: Some(ContainerMetadata {
                     name: name.clone(),
-                    attempt: 0,
+                    attempt,
                 }),
                 image: Some(ImageSpec {
                     image,
@@ -418,7 +425,7 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                 log_path: if pod.log_dir.is_empty() {
                     String::new()
                 } else {
-                    format!("{name}/0.log")
+                    format!("{name}/{attempt}.log")
                 },
                 labels: [("io.kubernetes.container.name".to_string(), name)]
                     .into_iter()
@@ -589,11 +596,12 @@ fn main() -> ExitCode {
     })();
     let (timeout, get, sock) = match parsed {
         Ok(p) => p,
+        Err(Fail::Usage(m)) if m.is_empty() => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(Fail::Usage(m)) => {
-            if !m.is_empty() {
-                eprintln!("criclient: {m}");
-            }
-            eprint!("{USAGE}");
+            eprintln!("criclient: {m} (criclient --help: usage)");
             return ExitCode::from(2);
         }
         Err(_) => return ExitCode::from(2),
@@ -632,7 +640,7 @@ fn main() -> ExitCode {
             }
         }
         Err(Fail::Usage(m)) => {
-            eprintln!("criclient: {m}\n{USAGE}");
+            eprintln!("criclient: {m} (criclient --help: usage)");
             ExitCode::from(2)
         }
         Err(Fail::Call(what, s)) => {
