@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cri;
+pub mod podman;
 
 use std::collections::BTreeMap;
 use std::io::Write;
