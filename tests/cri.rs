@@ -74,7 +74,7 @@ fn failed_sandbox_id(err: &str) -> String {
 }
 
 #[test]
-fn two_pods_with_kubelets_metadata_get_records_routes_and_traffic_including_a_host_port() {
+fn cri_two_pods_with_kubelets_metadata_get_records_routes_and_traffic_including_a_host_port() {
     let n = node(30);
     let t0 = Instant::now();
 
@@ -208,7 +208,7 @@ fn two_pods_with_kubelets_metadata_get_records_routes_and_traffic_including_a_ho
 }
 
 #[test]
-fn stop_then_remove_both_dels_succeed_and_leave_nothing() {
+fn cri_stop_then_remove_both_dels_succeed_and_leave_nothing() {
     let n = node(30);
     let web = Pod::new("web", "default").host_port(8080, 80);
     let other = Pod::new("other", "default");
@@ -295,7 +295,7 @@ fn assert_nothing_of(n: &Node, id: &str, live: &[&Sandbox], live_veths: &[String
 }
 
 #[test]
-fn pool_exhausted_the_caller_gets_our_error_and_the_cleanup_del_leaves_nothing() {
+fn cri_pool_exhausted_the_caller_gets_our_error_and_the_cleanup_del_leaves_nothing() {
     let n = node(2);
     let a = n.cri.runp(&Pod::new("a", "default"));
     let b = n.cri.runp(&Pod::new("b", "default"));
@@ -332,7 +332,7 @@ fn pool_exhausted_the_caller_gets_our_error_and_the_cleanup_del_leaves_nothing()
 }
 
 #[test]
-fn ipam_binary_missing_the_caller_gets_our_error_and_nothing_is_left_once_it_is_back() {
+fn cri_ipam_binary_missing_the_caller_gets_our_error_and_nothing_is_left_once_it_is_back() {
     let n = node_with(30, |s| s.without_bin("azure-vnet-ipam"));
     let web = Pod::new("web", "default");
     let err = n
@@ -381,7 +381,7 @@ fn ipam_binary_missing_the_caller_gets_our_error_and_nothing_is_left_once_it_is_
 }
 
 #[test]
-fn a_second_sandbox_of_the_same_pod_works_and_removing_the_first_leaves_it_alone() {
+fn cri_a_second_sandbox_of_the_same_pod_works_and_removing_the_first_leaves_it_alone() {
     let n = node(30);
     let web = Pod::new("web", "default");
     let first = n.cri.runp(&web);
@@ -452,7 +452,7 @@ fn a_second_sandbox_of_the_same_pod_works_and_removing_the_first_leaves_it_alone
 }
 
 #[test]
-fn containerd_killed_and_restarted_pods_keep_traffic_and_clean_up_fully() {
+fn cri_containerd_killed_and_restarted_pods_keep_traffic_and_clean_up_fully() {
     let n = node(30);
     let web = Pod::new("web", "default").host_port(8080, 80);
     let db = Pod::new("db", "default");
@@ -496,7 +496,7 @@ fn containerd_killed_and_restarted_pods_keep_traffic_and_clean_up_fully() {
 }
 
 #[test]
-fn churn_110_sandboxes_10_at_a_time_no_failure_no_leak_state_matches_the_live_sandboxes() {
+fn cri_churn_110_sandboxes_10_at_a_time_no_failure_no_leak_state_matches_the_live_sandboxes() {
     const ROUNDS: usize = 11;
     const BATCH: usize = 10;
     let n = node(30);
