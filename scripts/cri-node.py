@@ -3,7 +3,7 @@
 (tests/common/cri.rs), usable from shell scripts too (the demo, the benchmark).
 
   cri-node.py containerd DIR NODE_NETNS [--conflist FILE] [--bin FILE]... [--env K=V]...
-                                        [--criclient PATH]
+                                        [--bind SRC:DST]... [--criclient PATH]
       Runs in the foreground until SIGTERM/SIGINT (start it in the background): becomes the
       holder of a private mount namespace inside the network namespace NODE_NETNS (a tmpfs on
       /run for the pod netns pins and shim sockets, a private /var/lib/cni for libcni's result
@@ -13,7 +13,10 @@
       are exec'd by containerd with containerd's environment: --env sets it (e.g. AZURE_VNET_*).
       --bin copies a plugin into the CNI bin dir (loopback and portmap are always there: the CRI
       plugin always runs loopback); --conflist is the one network config (default: the seed's
-      conflist/10-azure.conflist, unchanged).
+      conflist/10-azure.conflist, unchanged). /var/lib/cni being private, so is host-local's
+      /var/lib/cni/networks (e.g. ptp + host-local: --bin /usr/lib/cni/ptp --bin
+      /usr/lib/cni/host-local --conflist FILE). --bind SRC:DST bind-mounts SRC over DST in the
+      private mount namespace.
       SIGUSR1: SIGKILL containerd (a crash) and start it again in the same mount namespace; pods
       keep running. SIGTERM/SIGINT: stop and remove every sandbox through CRI (their CNI DELs
       run), stop containerd, delete what runc still runs, kill every process left under it
@@ -25,12 +28,16 @@
   cri-node.py stop DIR [--timeout SECS]    SIGTERM to the holder; waits until it is gone
   cri-node.py exec DIR CMD...              CMD in the node's network and private mount namespace
 
-From a shell:
+From a shell (scripts/cri-example.sh does all of it):
   scripts/cri-node.py containerd "$D/cri" "$NODE" --bin dist/azure-vnet --bin dist/azure-vnet-ipam \\
       --env AZURE_VNET_RUN_DIR="$D/run" ... > "$D/cri.log" 2>&1 &
+  HOLDER=$!
+  trap 'scripts/cri-node.py stop "$D/cri"; wait $HOLDER' EXIT
   SOCK=$(scripts/cri-node.py ready "$D/cri")
-  criclient "$SOCK" runp --name web --namespace default --uid "$UID" --port 8080:80 --get /id
-  trap 'scripts/cri-node.py stop "$D/cri"' EXIT
+  criclient "$SOCK" --get /id runp --name web --namespace default --uid "$UID" --port 8080:80
+Start it as a background job of the script itself and `wait` for it after `stop`: on this kind of
+machine PID 1 does not reap orphans promptly, so a holder started through `( ... & )` or setsid
+stays a zombie for a while after it exits.
 
 Nothing is written to the machine's /run, /var/lib/cni, /etc/cni or /opt/cni; nothing is added to
 its network namespace. Needs: containerd, ctr, runc, nsenter, unshare, mount, gcc (static libc),
@@ -340,7 +347,7 @@ def enter_namespaces(args):
     if not os.path.exists(netns):
         die(f"no network namespace {args.netns} ({netns})")
     os.makedirs(args.dir, exist_ok=True)
-    for f in ["ready", "failed", "containerd.pid"]:
+    for f in ["ready", "failed", "containerd.pid", "holder.pid"]:
         try:
             os.unlink(os.path.join(args.dir, f))
         except FileNotFoundError:
@@ -423,6 +430,8 @@ def cmd_ready(args):
         h = read_pid(d, "holder.pid")
         if h is not None and not alive(h) and time.monotonic() - t > 1:
             die(f"the holder (pid {h}) is gone:\n{tail(d, 'holder.log')}")
+        if h is None and time.monotonic() - t > 15:
+            die(f"no holder started in {d} (see the output of cri-node.py containerd/hold)")
         time.sleep(0.05)
     die(f"not ready after {args.timeout} s:\n{tail(d, 'holder.log')}")
 
