@@ -3,7 +3,11 @@
 #   - Debian's CNI reference plugins (ptp, host-local, portmap, bandwidth) in /usr/lib/cni
 #   - the real upstream `cnitool` (containernetworking/cni v1.1.2), built offline from Debian's
 #     *source* package (Debian's binary package leaves it out) into /usr/local/bin/cnitool
-#   - containerd 1.6 + runc (the containerd end-to-end test), busybox-static (pod servers)
+#   - containerd 1.6 + runc (the containerd and CRI end-to-end tests), busybox-static (pod servers)
+#   - gcc + libc6-dev (the CRI tests' pause binary is linked statically), protobuf-compiler (the
+#     CRI client tools/criclient, built by scripts/build-criclient.sh)
+#   - podman 4.3 (its CNI backend: tests/podman.rs; conmon, containers-common, runc come with it;
+#     no recommends: netavark, slirp4netns, fuse-overlayfs are not needed as root with vfs)
 #   - iproute2, iptables, ping, curl, python3 (the fake wireserver)
 # The machine's apt configuration is not changed: the deb-src entry lives in a private dir.
 set -euo pipefail
@@ -12,7 +16,8 @@ export DEBIAN_FRONTEND=noninteractive
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh must run as root" >&2; exit 1; }
 
 PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 iptables
-      iputils-ping curl xz-utils ca-certificates busybox-static python3 containerd runc)
+      iputils-ping curl xz-utils ca-certificates busybox-static python3 containerd runc
+      gcc libc6-dev protobuf-compiler podman conmon util-linux mount)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +51,8 @@ if [ ! -x /usr/local/bin/cnitool ]; then
 fi
 
 for f in /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
-         /usr/lib/cni/bandwidth /usr/bin/containerd /usr/bin/ctr /bin/busybox; do
+         /usr/lib/cni/bandwidth /usr/lib/cni/loopback /usr/bin/containerd /usr/bin/ctr \
+         /usr/bin/containerd-shim-runc-v2 /bin/busybox /usr/bin/protoc /usr/bin/podman /usr/bin/conmon; do
   [ -x "$f" ] || { echo "missing after install: $f" >&2; exit 1; }
 done
+[ -f "$(gcc -print-file-name=libc.a)" ] || { echo "missing after install: libc.a (libc6-dev)" >&2; exit 1; }

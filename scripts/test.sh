@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need, then formatting, lints,
 # unit tests and the root-only integration tests (network namespaces, real cnitool, real
-# plugins, real containerd). Must run as root: the integration tests fail, never skip, without it.
+# plugins, real containerd with its CRI plugin driven as kubelet does, real podman). Must run
+# as root: the integration tests fail, never skip, without it.
 #
 #   sudo scripts/test.sh            # everything
 #   sudo scripts/test.sh <filter>   # only tests whose name contains <filter>
@@ -19,5 +20,10 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 # the benchmark and the fuzz-facing internals build only with the `internals` feature
 cargo clippy --all-targets --features internals --quiet -- -D warnings
+# The CRI client (its own crate: the plugins never link gRPC); the CRI tests call it.
+cargo fmt --check --manifest-path tools/criclient/Cargo.toml
+cargo clippy --quiet --locked --manifest-path tools/criclient/Cargo.toml \
+  --target-dir target/criclient -- -D warnings
+scripts/build-criclient.sh >/dev/null
 cargo build --quiet --bins
 cargo test --quiet "$@"

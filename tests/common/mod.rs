@@ -4,6 +4,9 @@
 //! assertion leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod cri;
+pub mod podman;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
