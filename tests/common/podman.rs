@@ -51,7 +51,10 @@ impl Podman {
             serde_json::to_string_pretty(conflist).unwrap(),
         )
         .unwrap();
-        for b in [Path::new("/usr/lib/cni/portmap"), Path::new("/usr/lib/cni/loopback")] {
+        for b in [
+            Path::new("/usr/lib/cni/portmap"),
+            Path::new("/usr/lib/cni/loopback"),
+        ] {
             std::fs::copy(b, dir.join("bin").join(b.file_name().unwrap())).unwrap();
         }
         // Ours as the installer puts them: one file under both names.
