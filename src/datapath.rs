@@ -121,47 +121,60 @@ pub fn configure_host(host: &Netlink, veth: &Veth, address: IpNetwork, mtu: u32)
     host.batch(reqs).map(|_| ())
 }
 
-/// Pod side, before the address is known, on a thread inside the pod's namespace while the
-/// caller runs `meanwhile` (the IPAM plugin): accept_ra=0 on the container end, then up. Returns a netlink handle bound to the pod's namespace, for
-/// [`configure_pod`], and what `meanwhile` returned.
-pub fn prepare_pod_while<R>(
+/// What of the pod's namespace must be opened from inside it: a netlink socket and the pod
+/// end's `accept_ra` sysctl (a /proc/sys/net file belongs to the namespace it was opened in).
+pub struct PodHandles {
+    socket: netlink_sys::Socket,
+    accept_ra: Option<std::fs::File>,
+}
+
+/// Open the pod's handles on a short thread inside the pod's namespace while the caller, which
+/// stays where it is, runs `meanwhile` (the IPAM plugin); both results are returned.
+pub fn open_pod_while<R>(
     pod: &Netns,
     plan: &Plan,
-    veth: &Veth,
     meanwhile: impl FnOnce() -> R,
-) -> (Result<Netlink>, R) {
-    let idx = veth.peer_index;
+) -> (Result<PodHandles>, R) {
+    let key = format!("net/ipv6/conf/{}/accept_ra", plan.ifname);
     pod.run_while(
         || {
-            let nl = Netlink::connect()?;
-            // Before the link comes up, as upstream does: no router advertisements on eth0.
-            sysctl::write_if_exists(&format!("net/ipv6/conf/{}/accept_ra", plan.ifname), "0")?;
-            nl.batch(vec![req::set_link(idx, None, Some(true), None)])
-                .map_err(|e| e.context(format!("configure {} in the pod", plan.ifname)))?;
-            Ok(nl)
+            Ok(PodHandles {
+                socket: Netlink::open_socket()?,
+                accept_ra: sysctl::open_if_exists(&key)?,
+            })
         },
         meanwhile,
     )
 }
 
-/// Pod side, once the address is known, through `pod_nl` (a handle bound to the pod's
-/// namespace, from [`prepare_pod_while`]). One batch: the kernel applies it in order (the MTU,
-/// the address, which creates the subnet route, then its removal, the two routes, the
-/// neighbour); a failure anywhere is undone by deleting the veth.
+/// Pod side, once the address is known, through the handles [`open_pod_while`] opened: no
+/// router advertisements on the pod end (before it comes up, as upstream), then one batch that
+/// the kernel applies in order (up with the master's MTU, the address, which creates the
+/// subnet route, then its removal, the two routes, the neighbour). A failure anywhere is undone
+/// by deleting the veth.
 pub fn configure_pod(
-    pod_nl: &Netlink,
+    host: &Netlink,
+    pod: PodHandles,
     plan: &Plan,
     veth: &Veth,
     address: IpNetwork,
     mtu: u32,
 ) -> Result<()> {
+    if let Some(mut f) = pod.accept_ra {
+        sysctl::write_to(&mut f, "0")
+            .map_err(|e| e.context(format!("set accept_ra=0 on {} in the pod", plan.ifname)))?;
+    }
+    let pod_nl = host.attach(pod.socket)?;
     let idx = veth.peer_index;
     let gw = IpAddr::V4(VIRTUAL_GATEWAY);
     let net = |ip, len| IpNetwork::new(ip, len).map_err(|e| internal(e.to_string()));
     let mut reqs = Vec::with_capacity(6);
-    if mtu != veth.mtu {
-        reqs.push(req::set_link(idx, None, None, Some(mtu)));
-    }
+    reqs.push(req::set_link(
+        idx,
+        None,
+        Some(true),
+        (mtu != veth.mtu).then_some(mtu),
+    ));
     reqs.push(req::add_address(idx, address));
     // The kernel adds `<subnet> dev eth0 proto kernel` with the address; transparent mode
     // sends everything, same subnet included, to the host, so it goes (upstream: fatal).

@@ -78,6 +78,11 @@ pub fn main() -> ! {
 fn run_plugin(plugin: &dyn cni::skel::Plugin) -> ! {
     use std::io::{Read, Write};
 
+    // One malloc arena: a process that lives a few milliseconds gains nothing from a
+    // per-thread arena for its short pod thread, which would reserve and touch memory of its
+    // own. (SAFETY: glibc's mallopt, called before any other thread exists.)
+    unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) };
+
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-v" || a == "--version") {
         // Upstream prints "Azure CNI Version <v>" (spec A.1).

@@ -124,10 +124,15 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 }
 
 fn open_rotated(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let file = open_append(path)?;
+    let file = match open_append(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            open_append(path)?
+        }
+        other => other?,
+    };
     if file.metadata()?.len() < ROTATE_AT {
         return Ok(file);
     }

@@ -102,7 +102,7 @@ pub struct Address {
 }
 
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
+    rt: std::rc::Rc<tokio::runtime::Runtime>,
     handle: rtnetlink::Handle,
 }
 
@@ -120,16 +120,33 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 impl Netlink {
     /// A handle on the calling thread's current network namespace.
     pub fn connect() -> Result<Netlink> {
-        let socket = netlink_sys::Socket::new(NETLINK_ROUTE)
-            .map_err(|e| Error::os(Code::Internal, &e).context("open netlink socket"))?;
-        Netlink::from_socket(socket)
+        Netlink::from_socket(Netlink::open_socket()?)
+    }
+
+    /// A raw socket of the calling thread's namespace, to be handed to [`Netlink::attach`]
+    /// (a pod's: opened on a thread inside the pod, used from the host's thread).
+    pub fn open_socket() -> Result<netlink_sys::Socket> {
+        netlink_sys::Socket::new(NETLINK_ROUTE)
+            .map_err(|e| Error::os(Code::Internal, &e).context("open netlink socket"))
+    }
+
+    /// A handle on `socket` (whatever namespace it was opened in) that shares this handle's
+    /// runtime: one runtime per process.
+    pub fn attach(&self, socket: netlink_sys::Socket) -> Result<Netlink> {
+        Netlink::with_runtime(socket, self.rt.clone())
     }
 
     fn from_socket(socket: netlink_sys::Socket) -> Result<Netlink> {
+        Netlink::with_runtime(socket, std::rc::Rc::new(runtime()?))
+    }
+
+    fn with_runtime(
+        socket: netlink_sys::Socket,
+        rt: std::rc::Rc<tokio::runtime::Runtime>,
+    ) -> Result<Netlink> {
         socket
             .set_non_blocking(true)
             .map_err(|e| Error::os(Code::Internal, &e).context("netlink socket"))?;
-        let rt = runtime()?;
         let (conn, handle) = {
             let _enter = rt.enter();
             // SAFETY: the fd comes from `into_raw_fd` just above, so it is open, a netlink

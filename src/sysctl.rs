@@ -37,13 +37,30 @@ pub fn write(key: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::os(Code::Internal, &e).context(format!("set sysctl {key}={value}")))
 }
 
-/// Write only if the file exists (upstream skips `accept_ra` when IPv6 is disabled).
-pub fn write_if_exists(key: &str, value: &str) -> Result<()> {
-    if path(key)?.exists() {
-        write(key, value)
-    } else {
-        Ok(())
+/// Open for writing, if the file exists (opened inside a namespace, it is that namespace's).
+pub fn open_if_exists(key: &str) -> Result<Option<std::fs::File>> {
+    match std::fs::OpenOptions::new().write(true).open(path(key)?) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::os(Code::Internal, &e).context(format!("open sysctl {key}"))),
     }
+}
+
+/// Write `value` through a sysctl file opened earlier.
+pub fn write_to(f: &mut std::fs::File, value: &str) -> Result<()> {
+    f.write_all(value.as_bytes())
+        .map_err(|e| Error::os(Code::Internal, &e))
+}
+
+/// Write only if the file exists (upstream skips `accept_ra` when IPv6 is disabled). One
+/// lookup: a /proc/sys path walk is a search among every interface's entries.
+pub fn write_if_exists(key: &str, value: &str) -> Result<()> {
+    match std::fs::OpenOptions::new().write(true).open(path(key)?) {
+        Ok(mut f) => f.write_all(value.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| Error::os(Code::Internal, &e).context(format!("set sysctl {key}={value}")))
 }
 
 #[cfg(test)]

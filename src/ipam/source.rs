@@ -207,7 +207,8 @@ fn read_interfaces_file(path: &Path) -> Result<Vec<u8>> {
     let f = std::fs::File::open(path)
         .map_err(|e| Error::os(Code::Runtime, &e))
         .with_context(|| format!("read interfaces file {}", path.display()))?;
-    let mut bytes = Vec::new();
+    let size = f.metadata().map_or(0, |m| m.len().min(MAX_SOURCE_BYTES));
+    let mut bytes = Vec::with_capacity(size as usize + 1);
     f.take(MAX_SOURCE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::os(Code::Runtime, &e))

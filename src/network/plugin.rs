@@ -265,14 +265,14 @@ impl Plugin for NetworkPlugin {
         watch.lap("vethCreate");
 
         // The address. While the IPAM plugin runs, what does not need the address is done:
-        // the host sysctls and, on a thread in the pod, the pod end's sysctl and link up. The
+        // the host sysctls, and a thread in the pod opens what must be opened from there. The
         // answer is waited for whatever happens, so an address it handed out is released by
-        // the guard. (The veth pair is created before the exec, not during it: the kernel's
-        // netdev registration waits for the other CPU, which the exec keeps busy.)
+        // the guard. (The veth pair is created before an exec'd IPAM, not during it: the
+        // kernel's netdev registration waits for the other CPU, which the exec keeps busy.)
         let to_ipam = |e: Error| e.context("Failed to allocate pool: Failed to delegate");
         let subnet = loaded.value.first_subnet(&req.conf.conf.name);
         let pending = ipam::spawn_add(req, subnet).map_err(to_ipam)?;
-        let (prepared, (host_done, out)) = datapath::prepare_pod_while(&pod, &plan, &veth, || {
+        let (pod_handles, (host_done, out)) = datapath::open_pod_while(&pod, &plan, || {
             (datapath::prepare_host(&plan), pending.wait())
         });
         // An IPAM failure is the answer even if preparing failed too: it came first, as in a
@@ -286,7 +286,7 @@ impl Plugin for NetworkPlugin {
         };
         rollback.push("release the IP", move || ipam::release(req, pin));
         host_done?;
-        let pod_nl = prepared?;
+        let pod_handles = pod_handles?;
         let ipam =
             CniResult::from_slice(&out, req.conf.version).map_err(|e| e.context("IPAM result"))?;
         let ipc = ipam
@@ -301,7 +301,7 @@ impl Plugin for NetworkPlugin {
         // Routes and addresses, on the host and in the pod.
         let master = find_master(&host, &loaded.value, req, address)?;
         datapath::configure_host(&host, &veth, address, master.mtu)?;
-        datapath::configure_pod(&pod_nl, &plan, &veth, address, master.mtu)?;
+        datapath::configure_pod(&host, pod_handles, &plan, &veth, address, master.mtu)?;
         watch.lap("routes");
 
         // The record, last: from here on the pod is the runtime's to delete.

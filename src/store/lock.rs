@@ -32,18 +32,27 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 }
 
 pub fn open_lock_file(path: &Path) -> Result<File> {
-    if let Some(dir) = path.parent() {
-        ensure_dir(dir)?;
+    let open = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+            .open(path)
+    };
+    // The directory exists but on a node's first operation.
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                ensure_dir(dir)?;
+            }
+            open()
+        }
+        other => other,
     }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .open(path)
-        .with_context(|| format!("open lock file {}", path.display()))
+    .with_context(|| format!("open lock file {}", path.display()))
 }
 
 /// Take the exclusive lock on `path`, waiting at most `timeout`. A timeout is CNI error 11,
