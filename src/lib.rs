@@ -17,6 +17,7 @@
 //! - [`error`]: the one error type and its CNI codes; [`settings`], [`logging`]: path
 //!   overrides and the JSON-lines logs shared by both plugins.
 
+pub(crate) mod cli;
 pub(crate) mod cni;
 pub(crate) mod datapath;
 pub(crate) mod delegate;
@@ -60,18 +61,26 @@ pub mod internals {
 }
 
 /// The executable's `main`: `azure-vnet-ipam` when run under that name (as busybox and
-/// Calico's `calico-ipam` do), `azure-vnet` otherwise.
+/// Calico's `calico-ipam` do), `azure-vnet` otherwise; and `azure-vnet` run by a person (a
+/// command, no CNI_COMMAND: a runtime always sets it and passes no arguments) is the
+/// command-line tool.
 pub fn main() -> ! {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let args: Vec<_> = args.collect();
     let name = std::path::Path::new(&argv0).file_name().unwrap_or_default();
     if name
         .to_string_lossy()
         .starts_with(ipam::plugin::PLUGIN_NAME)
     {
         run_plugin(&ipam::plugin::IpamPlugin)
-    } else {
-        run_plugin(&network::plugin::NetworkPlugin)
     }
+    let by_a_person = std::env::var_os("CNI_COMMAND").is_none_or(|c| c.is_empty())
+        && args.first().is_some_and(|a| a != "-v" && a != "--version");
+    if by_a_person {
+        std::process::exit(cli::run(args))
+    }
+    run_plugin(&network::plugin::NetworkPlugin)
 }
 
 /// What a binary's `main` does: collect env and stdin, dispatch, print, exit.

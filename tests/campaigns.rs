@@ -479,29 +479,9 @@ fn faults_sigkill_at_random_moments() {
 /// Run `f` on a thread with a private mount namespace holding a small tmpfs at `dir`; the
 /// plugins it starts see that tmpfs, nothing outside does.
 fn with_small_tmpfs<T: Send>(dir: &Path, size: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            unshare(CloneFlags::CLONE_NEWNS).unwrap();
-            nix::mount::mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
-            nix::mount::mount(
-                Some("tmpfs"),
-                dir,
-                Some("tmpfs"),
-                nix::mount::MsFlags::empty(),
-                Some(format!("size={size},mode=0755").as_str()),
-            )
-            .unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
+    in_private_mounts(|| {
+        mount_tmpfs(dir, size);
+        f()
     })
 }
 

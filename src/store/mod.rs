@@ -35,8 +35,12 @@ pub(crate) use lock::LockGuard;
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
 /// The `Version` we write into state files (upstream writes its build version there).
+/// A build may set its own (`AZURE_VNET_VERSION=v1.2.3 scripts/build-release.sh`).
 pub fn plugin_version() -> String {
-    format!("v{}", env!("CARGO_PKG_VERSION"))
+    match option_env!("AZURE_VNET_VERSION") {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => format!("v{}", env!("CARGO_PKG_VERSION")),
+    }
 }
 
 /// A state file's top-level document.

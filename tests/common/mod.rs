@@ -741,3 +741,36 @@ impl Testbed {
         assert!(st.success(), "testbed nic failed");
     }
 }
+
+/// Run `f` on a thread in a private mount namespace (what it mounts, and the processes it
+/// starts, see; nothing outside does), and return what it returned.
+pub fn in_private_mounts<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A tmpfs of `size` (e.g. "64k") on `dir`; call inside `in_private_mounts`.
+pub fn mount_tmpfs(dir: &Path, size: &str) {
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("size={size},mode=0755").as_str()),
+    )
+    .unwrap();
+}
