@@ -118,7 +118,7 @@ fn check_conflist(bytes: &[u8]) -> Result<()> {
     let bad = |why: String| Error::new(crate::error::Code::InvalidConfig, why);
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-    if !v["name"].as_str().is_some_and(|n| !n.is_empty()) {
+    if v["name"].as_str().is_none_or(|n| n.is_empty()) {
         return Err(bad("not a conflist: no \"name\"".into()));
     }
     let plugins = v["plugins"]
