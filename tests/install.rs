@@ -50,8 +50,11 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Every file under `root`: (mode, inode, mtime, content hash-ish), to compare before/after.
-fn tree(root: &Path) -> BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)> {
+/// A file as a comparison sees it: mode, inode, mtime (s, ns), content.
+type FileView = (u32, u64, i64, i64, Vec<u8>);
+
+/// Every file under the node's two directories, to compare before and after.
+fn tree(root: &Path) -> BTreeMap<String, FileView> {
     let mut out = BTreeMap::new();
     for d in ["opt/cni/bin", "etc/cni/net.d"] {
         for e in std::fs::read_dir(root.join(d)).unwrap().flatten() {
