@@ -69,9 +69,8 @@ fn tree(root: &Path) -> BTreeMap<String, FileView> {
     out
 }
 
-fn others(
-    t: &BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)>,
-) -> Vec<(String, (u32, u64, i64, i64, Vec<u8>))> {
+/// The files that are not ours.
+fn others(t: &BTreeMap<String, FileView>) -> Vec<(String, FileView)> {
     t.iter()
         .filter(|(k, _)| {
             !k.ends_with("/azure-vnet")
