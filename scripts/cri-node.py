@@ -2,8 +2,8 @@
 """containerd's CRI plugin on a simulated node, as kubelet's runtime: the harness of the CRI tests
 (tests/common/cri.rs), usable from shell scripts too (the demo, the benchmark).
 
-  cri-node.py containerd DIR NODE_NETNS [--conflist FILE] [--bin FILE]... [--env K=V]...
-                                        [--bind SRC:DST]... [--criclient PATH]
+  cri-node.py containerd DIR NODE_NETNS [--conflist FILE | --no-conflist] [--bin FILE]...
+                                        [--env K=V]... [--bind SRC:DST]... [--criclient PATH]
       Runs in the foreground until SIGTERM/SIGINT (start it in the background): becomes the
       holder of a private mount namespace inside the network namespace NODE_NETNS (a tmpfs on
       /run for the pod netns pins and shim sockets, a private /var/lib/cni for libcni's result
@@ -13,7 +13,9 @@
       are exec'd by containerd with containerd's environment: --env sets it (e.g. AZURE_VNET_*).
       --bin copies a plugin into the CNI bin dir, keeping hard links between them (loopback and
       portmap are always there: the CRI plugin always runs loopback); --conflist is the one network config (default: the seed's
-      conflist/10-azure.conflist, unchanged). /var/lib/cni being private, so is host-local's
+      conflist/10-azure.conflist, unchanged); --no-conflist starts with DIR/cni/net.d empty (CRI's
+      NetworkReady is false until a conflist appears there: containerd watches the directory, as
+      on a node whose CNI plugin a DaemonSet installs). /var/lib/cni being private, so is host-local's
       /var/lib/cni/networks (e.g. ptp + host-local: --bin /usr/lib/cni/ptp --bin
       /usr/lib/cni/host-local --conflist FILE). --bind SRC:DST bind-mounts SRC over DST in the
       private mount namespace.
@@ -128,8 +130,9 @@ class Holder:
             else:
                 shutil.copy(b, dst)
                 copied[(st.st_dev, st.st_ino)] = dst
-        conflist = self.args.conflist or os.path.join(REPO, "conflist/10-azure.conflist")
-        shutil.copy(conflist, confdir)
+        if not self.args.no_conflist:
+            conflist = self.args.conflist or os.path.join(REPO, "conflist/10-azure.conflist")
+            shutil.copy(conflist, confdir)
         return bindir, confdir
 
     def images(self):
@@ -493,6 +496,7 @@ def main():
     c.add_argument("dir")
     c.add_argument("netns")
     c.add_argument("--conflist")
+    c.add_argument("--no-conflist", action="store_true")
     c.add_argument("--bin", action="append")
     c.add_argument("--env", action="append")
     c.add_argument("--bind", action="append")

@@ -106,6 +106,8 @@ pub struct Pod {
     pub attempt: u32,
     /// (hostPort, containerPort), TCP
     pub ports: Vec<(u16, u16)>,
+    /// hostNetwork: the node's network namespace, no CNI.
+    pub host_network: bool,
 }
 
 impl Pod {
@@ -123,7 +125,13 @@ impl Pod {
             uid,
             attempt: 0,
             ports: Vec::new(),
+            host_network: false,
         }
+    }
+    /// A hostNetwork pod (a DaemonSet's, as a CNI plugin's installer is).
+    pub fn host_network(mut self) -> Pod {
+        self.host_network = true;
+        self
     }
     pub fn host_port(mut self, host: u16, container: u16) -> Pod {
         self.ports.push((host, container));
@@ -156,7 +164,17 @@ impl Pod {
             a.push("--port".into());
             a.push(format!("{h}:{c}"));
         }
+        if self.host_network {
+            a.push("--host-network".into());
+        }
         a
+    }
+    /// Where the runtime writes a container's log (kubelet's layout under the pod's log dir).
+    fn log_path(&self, log_root: &Path, container: &str, attempt: u32) -> PathBuf {
+        log_root
+            .join(format!("{}_{}_{}", self.namespace, self.name, self.uid))
+            .join(container)
+            .join(format!("{attempt}.log"))
     }
 }
 
@@ -190,11 +208,11 @@ impl CriOut {
     }
 }
 
-/// The plugins' side of a node: binaries in the CNI bin dir, the conflist, the environment
-/// containerd passes on to them.
+/// The plugins' side of a node: binaries in the CNI bin dir, the conflist (none: the conf dir
+/// starts empty), the environment containerd passes on to them.
 pub struct CniSetup {
     pub bins: Vec<PathBuf>,
-    pub conflist: PathBuf,
+    pub conflist: Option<PathBuf>,
     pub env: Vec<(String, String)>,
 }
 
@@ -206,11 +224,20 @@ impl CniSetup {
                 bin_dir().join("azure-vnet"),
                 bin_dir().join("azure-vnet-ipam"),
             ],
-            conflist: repo().join("conflist/10-azure.conflist"),
+            conflist: Some(repo().join("conflist/10-azure.conflist")),
             env: with(
                 tb.env(n),
                 &[("AZURE_VNET_WIRESERVER_URL".into(), ws.url.clone())],
             ),
+        }
+    }
+    /// A node before its CNI plugin is installed: none of our binaries (the node image's
+    /// loopback and portmap only), no conflist; the plugins' environment as `seed`'s.
+    pub fn not_installed(tb: &Testbed, n: &str, ws: &Wireserver) -> CniSetup {
+        CniSetup {
+            bins: Vec::new(),
+            conflist: None,
+            ..CniSetup::seed(tb, n, ws)
         }
     }
     pub fn without_bin(mut self, name: &str) -> CniSetup {
@@ -245,10 +272,12 @@ impl CriNode {
             .arg("containerd")
             .arg(dir.path())
             .arg(tb.node(n))
-            .arg("--conflist")
-            .arg(&cni.conflist)
             .arg("--criclient")
             .arg(&client);
+        match &cni.conflist {
+            Some(c) => cmd.arg("--conflist").arg(c),
+            None => cmd.arg("--no-conflist"),
+        };
         for b in &cni.bins {
             cmd.arg("--bin").arg(b);
         }
@@ -425,6 +454,103 @@ impl CriNode {
             std::thread::sleep(Duration::from_millis(25));
         }
         id
+    }
+
+    /// The CNI directories containerd uses (its `bin_dir` and `conf_dir`): a node's
+    /// /opt/cni/bin and /etc/cni/net.d.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.join("cni/bin")
+    }
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.join("cni/net.d")
+    }
+
+    /// `ctr images import` of an OCI image archive into CRI's namespace (k8s.io).
+    pub fn import_image(&self, archive: &Path) -> String {
+        let sock = self.sock.display().to_string();
+        let tar = archive.display().to_string();
+        self.exec(&["ctr", "-n", "k8s.io", "-a", &sock, "images", "import", &tar])
+    }
+
+    /// CRI's Status: whether the NetworkReady condition holds (a conflist containerd could load
+    /// is in its conf_dir), and the condition as the runtime states it.
+    pub fn network_ready(&self) -> (bool, Value) {
+        let st = self.call_ok(&["runtime-status"]);
+        let cond = st["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "NetworkReady")
+            .cloned()
+            .unwrap_or(Value::Null);
+        (cond["status"] == true, cond)
+    }
+
+    /// CreateContainer + StartContainer of `image` in `sb` (`extra`: criclient's CONTAINER
+    /// options: mounts, security context, limits), its command the image's entrypoint.
+    pub fn start_container(
+        &self,
+        sb: &Sandbox,
+        pod: &Pod,
+        name: &str,
+        image: &str,
+        extra: &[String],
+    ) -> String {
+        let args = pod.args(&self.dir.join("pods"));
+        let mut a: Vec<&str> = vec!["create", &sb.id];
+        a.extend(args.iter().map(String::as_str));
+        a.extend(["--image", image, "--container", name]);
+        a.extend(extra.iter().map(String::as_str));
+        let id = self.call_ok(&a)["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.call_ok(&["start", &id]);
+        id
+    }
+
+    /// Wait for a container to exit: its exit code.
+    pub fn wait_exit(&self, id: &str, limit: Duration) -> i64 {
+        let t = Instant::now();
+        loop {
+            let st = self.call_ok(&["status", id]);
+            // CONTAINER_EXITED
+            if st["status"]["state"] == 2 {
+                return st["status"]["exitCode"]
+                    .as_i64()
+                    .or_else(|| st["status"]["exit_code"].as_i64())
+                    .unwrap_or(-1);
+            }
+            assert!(
+                t.elapsed() < limit,
+                "container {id} still runs after {limit:?}: {st}\n{}",
+                self.diag()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A container's log as the runtime wrote it (CRI's format: `<time> stdout F <line>`),
+    /// reduced to its lines of output.
+    pub fn container_log(&self, pod: &Pod, container: &str) -> String {
+        let p = pod.log_path(&self.dir.join("pods"), container, 0);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The OCI runtime spec containerd made for a container (`ctr containers info`): what the
+    /// process really runs with (user, capabilities, no_new_privs, read-only root, mounts).
+    pub fn oci_spec(&self, id: &str) -> Value {
+        let sock = self.sock.display().to_string();
+        let info: Value = serde_json::from_str(&self.exec(&[
+            "ctr", "-n", "k8s.io", "-a", &sock, "containers", "info", id,
+        ]))
+        .expect("ctr containers info prints JSON");
+        info["Spec"].clone()
     }
 
     /// Put a plugin binary (back) into the CNI bin dir containerd uses.

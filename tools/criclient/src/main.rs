@@ -26,6 +26,7 @@ usage: criclient [--timeout SECS] [--get /json/pointer] SOCKET COMMAND [ARGS...]
        (options and flags go anywhere before a `--`; what follows `--` is a command line)
 
   version                               Version (CRI runtime API version)
+  runtime-status                        Status (conditions RuntimeReady and NetworkReady)
   wait [SECS]                           retry Version until the runtime answers (default 30 s)
   images                                ListImages
   runp POD                              RunPodSandbox            -> {\"id\"}
@@ -34,8 +35,9 @@ usage: criclient [--timeout SECS] [--get /json/pointer] SOCKET COMMAND [ARGS...]
   lsp [--name N] [--namespace NS]       ListPodSandbox
   stopp SANDBOX                         StopPodSandbox
   rmp SANDBOX                           RemovePodSandbox
-  create SANDBOX POD --image IMG [--container NAME] [--container-attempt N] [--] CMD...
-                                        CreateContainer           -> {\"id\"}
+  create SANDBOX POD --image IMG [--container NAME] [--container-attempt N] [CONTAINER...]
+         [--] [CMD...]                  CreateContainer           -> {\"id\"}
+                                        (no CMD: the image's entrypoint)
   start CONTAINER                       StartContainer
   status CONTAINER                      ContainerStatus
   ps [--sandbox SANDBOX]                ListContainers
@@ -48,6 +50,16 @@ POD (the PodSandboxConfig kubelet sends):
   [--attempt N]                         metadata.attempt (kubelet's next sandbox of a pod: 1, 2...)
   [--port HOSTPORT:CONTAINERPORT[/tcp|/udp|/sctp]]...   port mappings (hostPort)
   [--log-dir DIR]                       log_directory (container logs go to DIR/NAME/0.log)
+  [--host-network]                      the node's network namespace (hostNetwork: no CNI)
+
+CONTAINER (what kubelet makes of a container's spec and securityContext):
+  [--mount HOSTPATH:CONTAINERPATH[:ro]]...   bind mounts (hostPath volumes)
+  [--user UID]                          run_as_user (runAsUser)
+  [--readonly-rootfs]                   readOnlyRootFilesystem
+  [--no-new-privs]                      allowPrivilegeEscalation: false
+  [--cap-drop CAP]... [--cap-add CAP]...  capabilities (ALL, CHOWN, NET_ADMIN...)
+  [--seccomp-runtime-default]           seccompProfile RuntimeDefault
+  [--memory-limit BYTES] [--cpu-quota MICROSECONDS]   limits (cpu: per 100 ms period)
 ";
 
 /// A usage error (exit status 2), or a failed CRI call (exit status 1).
@@ -73,6 +85,7 @@ struct Pod {
     attempt: u32,
     ports: Vec<PortMapping>,
     log_dir: String,
+    host_network: bool,
 }
 
 /// Command-line words, consumed front to back.
@@ -162,6 +175,7 @@ impl Args {
             .map(|p| port_mapping(p))
             .collect::<Res<Vec<_>>>()?;
         let log_dir = self.take_opt("--log-dir")?.unwrap_or_default();
+        let host_network = self.take_flag("--host-network");
         Ok(Pod {
             name,
             namespace,
@@ -169,7 +183,96 @@ impl Args {
             attempt,
             ports,
             log_dir,
+            host_network,
         })
+    }
+
+    fn number(&mut self, flag: &str) -> Res<Option<i64>> {
+        match self.take_opt(flag)? {
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| Fail::Usage(format!("{flag} {v:?} is not a number"))),
+            None => Ok(None),
+        }
+    }
+
+    /// A container's mounts, security context and limits (kubelet's translation of the pod
+    /// spec), for CreateContainer.
+    fn container_linux(&mut self, pod: &Pod) -> Res<(Vec<Mount>, LinuxContainerConfig)> {
+        let mounts = self
+            .take_all("--mount")?
+            .iter()
+            .map(|m| {
+                let parts: Vec<&str> = m.split(':').collect();
+                let (host, ctr, ro) = match parts[..] {
+                    [h, c] => (h, c, false),
+                    [h, c, "ro"] => (h, c, true),
+                    _ => {
+                        return Err(Fail::Usage(format!(
+                            "--mount {m:?}: want HOSTPATH:CONTAINERPATH[:ro]"
+                        )))
+                    }
+                };
+                Ok(Mount {
+                    host_path: host.into(),
+                    container_path: ctr.into(),
+                    readonly: ro,
+                    ..Default::default()
+                })
+            })
+            .collect::<Res<Vec<_>>>()?;
+        let user = self.number("--user")?;
+        let readonly_rootfs = self.take_flag("--readonly-rootfs");
+        let no_new_privs = self.take_flag("--no-new-privs");
+        let drop = self.take_all("--cap-drop")?;
+        let add = self.take_all("--cap-add")?;
+        let seccomp = self.take_flag("--seccomp-runtime-default");
+        let memory = self.number("--memory-limit")?;
+        let quota = self.number("--cpu-quota")?;
+        let security = LinuxContainerSecurityContext {
+            capabilities: (!drop.is_empty() || !add.is_empty()).then(|| Capability {
+                add_capabilities: add,
+                drop_capabilities: drop,
+                ..Default::default()
+            }),
+            namespace_options: Some(namespaces(pod)),
+            run_as_user: user.map(|value| Int64Value { value }),
+            readonly_rootfs,
+            no_new_privs,
+            seccomp: seccomp.then(|| SecurityProfile {
+                profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resources = (memory.is_some() || quota.is_some()).then(|| LinuxContainerResources {
+            memory_limit_in_bytes: memory.unwrap_or(0),
+            cpu_quota: quota.unwrap_or(0),
+            cpu_period: if quota.is_some() { 100_000 } else { 0 },
+            ..Default::default()
+        });
+        Ok((
+            mounts,
+            LinuxContainerConfig {
+                resources,
+                security_context: Some(security),
+            },
+        ))
+    }
+}
+
+/// The pod's namespaces as kubelet sets them (the sandbox's, and each container's).
+fn namespaces(p: &Pod) -> NamespaceOption {
+    NamespaceOption {
+        network: if p.host_network {
+            NamespaceMode::Node
+        } else {
+            NamespaceMode::Pod
+        } as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
     }
 }
 
@@ -242,12 +345,7 @@ fn sandbox_config(p: &Pod) -> PodSandboxConfig {
         annotations,
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces(p)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -320,6 +418,15 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                 })
                 .await
                 .map_err(|e| Fail::Call("Version", e))?;
+            add_elapsed(to_json(r.get_ref())?, t)
+        }
+        "runtime-status" => {
+            a.done()?;
+            let t = Instant::now();
+            let r = rt
+                .status(StatusRequest { verbose: false })
+                .await
+                .map_err(|e| Fail::Call("Status", e))?;
             add_elapsed(to_json(r.get_ref())?, t)
         }
         "images" => {
@@ -410,6 +517,7 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                 })?,
                 None => 0,
             };
+            let (mounts, linux) = a.container_linux(&pod)?;
             let command = a.rest();
             let cfg = ContainerConfig {
                 metadata: Some(ContainerMetadata {
@@ -421,6 +529,7 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                     ..Default::default()
                 }),
                 command,
+                mounts,
                 // Without a log directory containerd would resolve the path against its cwd.
                 log_path: if pod.log_dir.is_empty() {
                     String::new()
@@ -430,7 +539,7 @@ async fn call(sock: &str, mut a: Args) -> Res<Value> {
                 labels: [("io.kubernetes.container.name".to_string(), name)]
                     .into_iter()
                     .collect(),
-                linux: Some(LinuxContainerConfig::default()),
+                linux: Some(linux),
                 ..Default::default()
             };
             let t = Instant::now();
