@@ -9,6 +9,8 @@
 #   - podman 4.3 (its CNI backend: tests/podman.rs; conmon, containers-common, runc come with it;
 #     no recommends: netavark, slirp4netns, fuse-overlayfs are not needed as root with vfs)
 #   - iproute2, iptables, ping, curl, python3 (the fake wireserver)
+#   - kubernetes-validate (PyPI, pinned; it bundles the Kubernetes API schemas, so it validates
+#     deploy/*.yaml offline) in a venv of the repository's own: target/tools/venv
 # The machine's apt configuration is not changed: the deb-src entry lives in a private dir.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -17,7 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 iptables
       iputils-ping curl xz-utils ca-certificates busybox-static python3 containerd runc
-      gcc libc6-dev protobuf-compiler podman conmon util-linux mount)
+      gcc libc6-dev protobuf-compiler podman conmon util-linux mount python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,7 +52,16 @@ if [ ! -x /usr/local/bin/cnitool ]; then
     GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$T/gocache" go build -o /usr/local/bin/cnitool .)
 fi
 
-for f in /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
+KUBERNETES_VALIDATE=1.37.0
+VENV="$(cd "$(dirname "$0")/.." && pwd)/target/tools/venv"
+if [ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE" ]; then
+  echo "installing kubernetes-validate $KUBERNETES_VALIDATE into $VENV"
+  rm -rf "$VENV"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
+fi
+
+for f in "$VENV/bin/kubernetes-validate" /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
          /usr/lib/cni/bandwidth /usr/lib/cni/loopback /usr/bin/containerd /usr/bin/ctr \
          /usr/bin/containerd-shim-runc-v2 /bin/busybox /usr/bin/protoc /usr/bin/podman /usr/bin/conmon; do
   [ -x "$f" ] || { echo "missing after install: $f" >&2; exit 1; }
