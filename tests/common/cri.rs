@@ -547,7 +547,14 @@ impl CriNode {
     pub fn oci_spec(&self, id: &str) -> Value {
         let sock = self.sock.display().to_string();
         let info: Value = serde_json::from_str(&self.exec(&[
-            "ctr", "-n", "k8s.io", "-a", &sock, "containers", "info", id,
+            "ctr",
+            "-n",
+            "k8s.io",
+            "-a",
+            &sock,
+            "containers",
+            "info",
+            id,
         ]))
         .expect("ctr containers info prints JSON");
         info["Spec"].clone()

@@ -329,7 +329,12 @@ fn sandbox_config(p: &Pod) -> PodSandboxConfig {
             namespace: p.namespace.clone(),
             attempt: p.attempt,
         }),
-        hostname: p.name.clone(),
+        // kubelet sets none for a hostNetwork pod: it shares the node's UTS namespace.
+        hostname: if p.host_network {
+            String::new()
+        } else {
+            p.name.clone()
+        },
         log_directory: p.log_dir.clone(),
         dns_config: Some(DnsConfig {
             servers: vec!["10.0.0.10".into()],
