@@ -383,6 +383,9 @@ fn deploy_manifest_asks_for_what_a_cni_installer_needs_and_no_more() {
         .find(|c| c["name"] == "metrics")
         .expect("a metrics container");
     assert!(mounts(metrics).iter().all(|m| m.2), "{:?}", mounts(metrics));
+    for m in metrics["volumeMounts"].as_array().unwrap() {
+        assert_eq!(m["recursiveReadOnly"], "IfPossible", "{m}");
+    }
     let port = metrics["ports"][0]["containerPort"].as_i64().unwrap();
     assert_eq!(
         spec["template"]["metadata"]["annotations"]["prometheus.io/port"],
@@ -443,7 +446,7 @@ fn image() -> &'static Image {
 
 /// An OCI archive unpacked: its index, manifest, config and the one layer's entries.
 struct OciLayout {
-    dir: TempDir,
+    _dir: TempDir,
     index: Value,
     manifest: Value,
     config: Value,
@@ -502,7 +505,7 @@ impl OciLayout {
             rootfs.to_str().unwrap(),
         ]);
         OciLayout {
-            dir,
+            _dir: dir,
             index,
             manifest,
             config,
@@ -528,7 +531,6 @@ fn has_elf_interpreter(bytes: &[u8]) -> bool {
 fn image_holds_the_static_executable_and_the_conflist_only_and_builds_to_the_same_bytes_twice() {
     let img = image();
     let l = OciLayout::open(&img.archive);
-    let _ = &l.dir;
 
     // Exactly two files, root's, timestamps 0: no shell, no libc, no package manager.
     let names: Vec<(&str, &str, &str, &str)> = l
