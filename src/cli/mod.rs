@@ -4,6 +4,7 @@
 //! cause; exit status 0 on success, 1 on failure, 2 on a usage error.
 
 mod install;
+mod node;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
