@@ -48,6 +48,7 @@ POD (the PodSandboxConfig kubelet sends):
   [--attempt N]                         metadata.attempt (kubelet's next sandbox of a pod: 1, 2...)
   [--port HOSTPORT:CONTAINERPORT[/tcp|/udp|/sctp]]...   port mappings (hostPort)
   [--log-dir DIR]                       log_directory (container logs go to DIR/NAME/0.log)
+  [--host-network]                      hostNetwork: the node's network namespace (no CNI call)
 ";
 
 /// A usage error (exit status 2), or a failed CRI call (exit status 1).
@@ -73,6 +74,7 @@ struct Pod {
     attempt: u32,
     ports: Vec<PortMapping>,
     log_dir: String,
+    host_network: bool,
 }
 
 /// Command-line words, consumed front to back.
@@ -162,6 +164,7 @@ impl Args {
             .map(|p| port_mapping(p))
             .collect::<Res<Vec<_>>>()?;
         let log_dir = self.take_opt("--log-dir")?.unwrap_or_default();
+        let host_network = self.take_flag("--host-network");
         Ok(Pod {
             name,
             namespace,
@@ -169,6 +172,7 @@ impl Args {
             attempt,
             ports,
             log_dir,
+            host_network,
         })
     }
 }
@@ -226,7 +230,12 @@ fn sandbox_config(p: &Pod) -> PodSandboxConfig {
             namespace: p.namespace.clone(),
             attempt: p.attempt,
         }),
-        hostname: p.name.clone(),
+        // kubelet sets no hostname for a hostNetwork pod (it shares the node's UTS namespace)
+        hostname: if p.host_network {
+            String::new()
+        } else {
+            p.name.clone()
+        },
         log_directory: p.log_dir.clone(),
         dns_config: Some(DnsConfig {
             servers: vec!["10.0.0.10".into()],
@@ -243,7 +252,12 @@ fn sandbox_config(p: &Pod) -> PodSandboxConfig {
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
+                    // hostNetwork: the runtime makes no network namespace and runs no CNI plugin
+                    network: if p.host_network {
+                        NamespaceMode::Node as i32
+                    } else {
+                        NamespaceMode::Pod as i32
+                    },
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
