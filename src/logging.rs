@@ -23,8 +23,7 @@ pub struct Logger {
 }
 
 impl Logger {
-    /// A logger that drops everything (unit tests, fuzzing).
-    #[cfg(any(test, feature = "internals"))]
+    /// A logger that drops everything (the command-line tool, tests, fuzzing).
     pub fn discard() -> Logger {
         Logger {
             file: None,

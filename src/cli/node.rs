@@ -28,8 +28,6 @@ pub(crate) const DEFAULT_CONFLIST: &str = "/etc/cni/net.d/10-azure.conflist";
 pub(crate) struct NodeConfig {
     /// The conflist's `name`: the network whose records these are.
     pub network: String,
-    /// The azure-vnet entry as the runtime hands it to the plugin (`cniVersion`, `name` in).
-    pub plugin_conf: Vec<u8>,
     pub settings: Settings,
     pub address_space: String,
 }
@@ -46,7 +44,9 @@ impl NodeConfig {
                 let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
                 plugin_entry(&bytes).with_context(|| p.display().to_string())?
             }
-            None => serde_json::json!({"cniVersion": "1.1.0", "name": "azure", "type": "azure-vnet"}),
+            None => {
+                serde_json::json!({"cniVersion": "1.1.0", "name": "azure", "type": "azure-vnet"})
+            }
         };
         let plugin_conf = serde_json::to_vec(&entry).unwrap_or_default();
         let conf = ParsedConf::parse(&plugin_conf)?;
@@ -60,7 +60,6 @@ impl NodeConfig {
                 .and_then(|i| i.address_space.clone())
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "local".into()),
-            plugin_conf,
         })
     }
 }
@@ -68,8 +67,8 @@ impl NodeConfig {
 /// The azure-vnet plugin's entry of a conflist, with `cniVersion` and `name` from the list, as
 /// libcni passes it.
 fn plugin_entry(conflist: &[u8]) -> Result<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_slice(conflist)
-        .map_err(|e| invalid_config(format!("not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(conflist).map_err(|e| invalid_config(format!("not JSON: {e}")))?;
     let mut entry = v["plugins"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["type"] == "azure-vnet"))
@@ -264,12 +263,6 @@ pub(crate) struct EndpointView {
     pub namespace_alive: bool,
 }
 
-impl EndpointView {
-    pub fn healthy(&self) -> bool {
-        self.veth_present && self.veth_up && self.host_route && self.namespace_alive
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PoolStat {
@@ -313,7 +306,9 @@ pub(crate) fn view(cfg: &NodeConfig, snap: &Snapshot, k: &KernelView) -> NodeVie
     let mut recorded: HashSet<(IpAddr, &str)> = HashSet::new();
     for (key, ep) in &snap.records {
         let address = address_of(ep);
-        let veth = k.link(&ep.host_if_name).filter(|l| l.kind.as_deref() == Some("veth"));
+        let veth = k
+            .link(&ep.host_if_name)
+            .filter(|l| l.kind.as_deref() == Some("veth"));
         let v = EndpointView {
             endpoint: key.clone(),
             container_id: ep.container_id.clone(),
@@ -356,12 +351,21 @@ pub(crate) fn view(cfg: &NodeConfig, snap: &Snapshot, k: &KernelView) -> NodeVie
         if !v.namespace_alive {
             problem(
                 ProblemKind::NamespaceGone,
-                format!("{} does not exist", display_or(&v.netns, "(no netns recorded)")),
+                format!(
+                    "{} does not exist",
+                    display_or(&v.netns, "(no netns recorded)")
+                ),
             );
         } else if !v.veth_present {
-            problem(ProblemKind::VethMissing, format!("no host veth {}", v.host_veth));
+            problem(
+                ProblemKind::VethMissing,
+                format!("no host veth {}", v.host_veth),
+            );
         } else if !v.veth_up {
-            problem(ProblemKind::VethDown, format!("host veth {} is down", v.host_veth));
+            problem(
+                ProblemKind::VethDown,
+                format!("host veth {} is down", v.host_veth),
+            );
         }
         if v.veth_present && !v.host_route {
             let a = address.map(|a| a.ip().to_string()).unwrap_or_default();
@@ -471,7 +475,10 @@ fn display_or<'a>(s: &'a str, or: &'a str) -> &'a str {
     }
 }
 
-fn display<S: serde::Serializer>(v: &Option<IpNetwork>, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn display<S: serde::Serializer>(
+    v: &Option<IpNetwork>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match v {
         Some(a) => s.collect_str(a),
         None => s.serialize_none(),

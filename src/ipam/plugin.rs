@@ -16,9 +16,9 @@ use crate::error::{invalid_config, Code, Error, Result};
 use crate::ipam::allocator::{self, Allocation};
 use crate::ipam::source::{self, Fetched, PoolView, SourceKind};
 use crate::ipam::state::{AddressSpace, IpamFile};
+use crate::logging::Logger;
 use crate::logging::Stopwatch;
 use crate::netlink::{Link, Netlink};
-use crate::logging::Logger;
 use crate::settings::Settings;
 use crate::store::Store;
 

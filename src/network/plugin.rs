@@ -209,7 +209,7 @@ fn del_unrecorded(req: &Request, id: &Ident, file: &NetworkFile) -> Result<()> {
         return Ok(());
     }
     let host = Netlink::connect()?;
-    let release = |pin| ipam::release(req, pin);
+    let release = |_: Option<&str>, pin| ipam::release(req, pin);
     let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
     if file.veth_owner(&id.host_veth)?.is_none() {
         if let Some(link) = host.link_by_name(&id.host_veth)? {
@@ -363,7 +363,7 @@ impl Plugin for NetworkPlugin {
         // Host routes, the record, then the address. The veth stays: its peer is in the pod
         // and goes with the pod's namespace (upstream does the same).
         let host = Netlink::connect()?;
-        let release = |pin| ipam::release(req, pin);
+        let release = |_: Option<&str>, pin| ipam::release(req, pin);
         let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
         teardown.routes(std::slice::from_ref(&ep));
         let removed = teardown.records(&store, Some(loaded), |k, raw| {
@@ -458,7 +458,7 @@ impl Plugin for NetworkPlugin {
             .collect();
         let store = store(req);
         let host = Netlink::connect()?;
-        let release = |pin| ipam::release(req, pin);
+        let release = |_: Option<&str>, pin| ipam::release(req, pin);
         let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
 
         // The records of attachments that are not valid, and their host routes.

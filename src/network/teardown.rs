@@ -11,16 +11,17 @@ use crate::cni::skel::Request;
 use crate::datapath;
 use crate::encoding::{subnet_of, GoIpNet};
 use crate::error::{self, Error, Result};
+use crate::logging::Logger;
 use crate::netlink::{Link, Netlink};
 use crate::network::ipam::{self, Pin};
-use crate::logging::Logger;
 use crate::network::record;
 use crate::network::state::{Endpoint, NetworkFile, RawEndpoint};
 use crate::store::{Loaded, Store};
 
 /// How addresses are released: through the IPAM plugin for DEL and GC (`ipam::release`),
-/// directly for the command-line tool's reconcile.
-pub(crate) type Release<'a> = &'a dyn Fn(Pin) -> Result<()>;
+/// directly for the command-line tool's reconcile. The container whose address it is, when a
+/// record says.
+pub(crate) type Release<'a> = &'a dyn Fn(Option<&str>, Pin) -> Result<()>;
 
 pub(crate) struct Teardown<'a> {
     log: &'a Logger,
@@ -88,16 +89,22 @@ impl<'a> Teardown<'a> {
         }
     }
 
-    /// Release the addresses of `eps`, whose records are gone, through the IPAM plugin.
+    /// Release the addresses of `eps`, whose records are gone.
     pub fn release(&mut self, eps: &[Endpoint]) {
-        let nets = eps.iter().flat_map(|e| e.ip_addresses.iter().flatten());
-        for net in nets.filter_map(GoIpNet::to_network) {
-            let pin = Pin {
-                address: Some(net.ip()),
-                subnet: Some(subnet_of(net)),
-            };
-            if let Err(e) = (self.release)(pin) {
-                self.fail(e);
+        for ep in eps {
+            for net in ep
+                .ip_addresses
+                .iter()
+                .flatten()
+                .filter_map(GoIpNet::to_network)
+            {
+                let pin = Pin {
+                    address: Some(net.ip()),
+                    subnet: Some(subnet_of(net)),
+                };
+                if let Err(e) = (self.release)(Some(&ep.container_id), pin) {
+                    self.fail(e);
+                }
             }
         }
     }
@@ -109,7 +116,7 @@ impl<'a> Teardown<'a> {
             subnet,
             ..Pin::default()
         };
-        if let Err(e) = (self.release)(pin) {
+        if let Err(e) = (self.release)(None, pin) {
             self.fail(e);
         }
     }
