@@ -36,9 +36,12 @@ const BUCKETS: [f64; 14] = [
 ];
 const PLUGINS: [&str; 2] = ["azure-vnet", "azure-vnet-ipam"];
 
-/// Where reading a log file got to: which file (inode) and how far.
+/// Where reading a log file got to: which file (inode, 0 for none yet) and how far.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Cursor {
+    /// The first look starts at the end of what is there; a file that appears later is
+    /// read from its start.
+    looked: bool,
     inode: u64,
     offset: u64,
 }
@@ -136,24 +139,27 @@ impl Totals {
 /// (the file `cur` points into is then one of `path.1`..`path.8`), and move `cur` on. A cursor
 /// that never saw the file starts at its end.
 fn read_new(path: &Path, cur: &mut Cursor, out: &mut Vec<u8>) {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    if cur.inode == 0 {
+    let meta = std::fs::metadata(path).ok();
+    if !cur.looked {
         *cur = Cursor {
-            inode: meta.ino(),
-            offset: meta.len(),
+            looked: true,
+            inode: meta.as_ref().map_or(0, |m| m.ino()),
+            offset: meta.as_ref().map_or(0, |m| m.len()),
         };
         return;
     }
+    let Some(meta) = meta else {
+        return;
+    };
     if cur.inode != meta.ino() {
         let rotated = (1..=8)
             .map(|n| PathBuf::from(format!("{}.{n}", path.display())))
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == cur.inode));
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| cur.inode != 0 && m.ino() == cur.inode));
         if let Some(old) = rotated {
             read_from(&old, cur.offset, out);
         }
         *cur = Cursor {
+            looked: true,
             inode: meta.ino(),
             offset: 0,
         };
@@ -469,9 +475,19 @@ mod tests {
     fn a_rotated_log_is_read_to_its_end_then_the_new_one() {
         let dir = crate::store::tests::tempdir("metrics");
         let log = dir.join("azure-vnet.log");
-        std::fs::write(&log, "a\n").unwrap();
         let mut cur = Cursor::default();
         let mut out = Vec::new();
+        read_new(&log, &mut cur, &mut out);
+        std::fs::write(&log, "z\n").unwrap();
+        read_new(&log, &mut cur, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "z\n\n",
+            "a file that appears: from its start"
+        );
+        out.clear();
+        let mut cur = Cursor::default();
+        std::fs::write(&log, "a\n").unwrap();
         read_new(&log, &mut cur, &mut out);
         assert!(out.is_empty(), "the first look starts at the end");
         std::fs::write(&log, "a\nb\nhalf").unwrap();
