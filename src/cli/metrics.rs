@@ -291,7 +291,7 @@ fn families(conflist: Option<&Path>, totals: &mut Totals) -> Vec<MetricFamily> {
                 })
                 .collect(),
         ));
-        totals.read_logs(&cfg.settings.log_dir);
+        totals.read_logs(&cfg.settings.log.dir);
     }
     let ops = totals
         .operations

@@ -312,7 +312,7 @@ pub(crate) fn reconcile_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, 
 
 /// Do what the plan says, through the shared teardown; whether each item was done.
 fn apply(cfg: &NodeConfig, items: &BTreeMap<Item, String>) -> BTreeMap<Item, bool> {
-    let log = Logger::open(&cfg.settings.log_dir, "azure-vnet");
+    let log = Logger::open(&cfg.settings.log, "azure-vnet");
     let mut done = BTreeMap::new();
     let Ok(host) = Netlink::connect() else {
         return done;
