@@ -256,6 +256,12 @@ demo_cri() {
   HOLDER_PID=$!
   SOCK=$(scripts/cri-node.py ready "$D/cri")
   echo "containerd $(cri --get /runtime_version version), CRI socket $SOCK"
+  # The operator's tools, run on the node (its network and mount namespaces) with the paths the
+  # plugins use. The first metrics run starts counting the plugins' operations.
+  local tool=(scripts/cri-node.py exec "$D/cri" -- env AZURE_VNET_RUN_DIR="$D/run"
+              AZURE_VNET_LOG_DIR="$D/log" "$PWD/dist/azure-vnet")
+  local conf=(--conflist "$PWD/conflist/10-azure.conflist")
+  "${tool[@]}" metrics "${conf[@]}" > /dev/null
   echo "== the CNI bin dir: our plugins installed as one file under two names (same inode), Debian's loopback and portmap"
   ls -li "$D/cri/cni/bin"
 
@@ -291,6 +297,12 @@ demo_cri() {
   view records "$D/run"
   echo "== IPAM pool ($D/run/azure-vnet-ipam.json)"
   view ipam "$D/run"
+  echo "== azure-vnet status"
+  "${tool[@]}" status "${conf[@]}"
+  echo "== azure-vnet reconcile (dry run)"
+  "${tool[@]}" reconcile --grace 0.5 "${conf[@]}"
+  echo "== azure-vnet metrics (the samples, without the histogram buckets)"
+  "${tool[@]}" metrics "${conf[@]}" | grep -v -e '^#' -e '_bucket{' 
   echo "== default/web ($web_ip): ip addr / ip route / ip neigh, in the pod"
   in_pod "$web_pid" ip -4 addr show dev eth0
   in_pod "$web_pid" ip route
