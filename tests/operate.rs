@@ -217,6 +217,7 @@ fn status_names_every_kind_of_problem() {
     let out = n.tool(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
+    eprintln!("azure-vnet status:\n{text}");
     for k in &want {
         assert!(text.contains(k.as_str()), "{k}: {text}");
     }
@@ -239,6 +240,10 @@ fn status_names_every_kind_of_problem() {
     std::fs::write(&ipam, b"{garbage").unwrap();
     let out = n.tool(&["status"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    eprintln!(
+        "azure-vnet status, a state file unreadable:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("azure-vnet-ipam.json"));
     std::fs::write(&ipam, keep).unwrap();
 }
@@ -294,6 +299,7 @@ fn reconcile_releases_what_no_live_pod_holds_and_only_that() {
     let out = n.tool(&["reconcile", "--grace", "0.2"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let plan = stdout(&out);
+    eprintln!("azure-vnet reconcile (dry run):\n{plan}");
     assert!(
         plan.contains("dry run") && plan.contains("release address") && plan.contains(&killed),
         "{plan}"
@@ -319,6 +325,7 @@ fn reconcile_releases_what_no_live_pod_holds_and_only_that() {
 
     // Apply: every leak goes; the live pods keep everything.
     let out = n.tool(&["reconcile", "--apply", "--grace", "0.2"]);
+    eprintln!("azure-vnet reconcile --apply:\n{}", stdout(&out));
     assert_eq!(
         out.status.code(),
         Some(0),
