@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 CRICLIENT=$(scripts/build-criclient.sh)
-cargo build --quiet --release --bins
+scripts/build-release.sh   # dist/azure-vnet and dist/azure-vnet-ipam: one file, two names
 TAG=azcri$$
 D=$(mktemp -d /tmp/azvt-cri-example.XXXXXX)
 NODE=$TAG-node-a
@@ -37,7 +37,7 @@ WS="http://127.0.0.1:$(cat "$D/ws.port")/machine/plugins?comp=nmagent&type=getin
 
 mkdir -p "$D/run" "$D/log"
 scripts/cri-node.py containerd "$D/cri" "$NODE" --criclient "$CRICLIENT" \
-  --bin target/release/azure-vnet --bin target/release/azure-vnet-ipam \
+  --bin dist/azure-vnet --bin dist/azure-vnet-ipam \
   --env AZURE_VNET_RUN_DIR="$D/run" --env AZURE_VNET_LOG_DIR="$D/log" \
   --env AZURE_VNET_WIRESERVER_URL="$WS" > "$D/cri-node.log" 2>&1 &
 HOLDER_PID=$!

@@ -52,6 +52,17 @@ if [ ! -x /usr/local/bin/cnitool ]; then
     GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$T/gocache" go build -o /usr/local/bin/cnitool .)
 fi
 
+if [ ! -x /usr/local/bin/promtool ]; then
+  # promtool only (the metrics tests check our exposition with it): taken out of Debian's
+  # prometheus package without installing the package, whose server is not wanted here.
+  echo "extracting promtool from Debian's prometheus package"
+  P=$(mktemp -d)
+  (cd "$P" && apt-get download -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download -qq prometheus; })
+  dpkg-deb -x "$P"/prometheus_*.deb "$P/x"
+  install -m 0755 "$P/x/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$P"
+fi
+
 KUBERNETES_VALIDATE=1.37.0
 VENV="$(cd "$(dirname "$0")/.." && pwd)/target/tools/venv"
 if [ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_VALIDATE" ]; then
@@ -61,7 +72,7 @@ if [ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$KUBERNETES_
   "$VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
 fi
 
-for f in "$VENV/bin/kubernetes-validate" /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
+for f in "$VENV/bin/kubernetes-validate" /usr/local/bin/promtool /usr/local/bin/cnitool /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap \
          /usr/lib/cni/bandwidth /usr/lib/cni/loopback /usr/bin/containerd /usr/bin/ctr \
          /usr/bin/containerd-shim-runc-v2 /bin/busybox /usr/bin/protoc /usr/bin/podman /usr/bin/conmon; do
   [ -x "$f" ] || { echo "missing after install: $f" >&2; exit 1; }

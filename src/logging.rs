@@ -13,37 +13,90 @@ use serde_json::{Map, Value};
 
 use crate::encoding::rfc3339_nano;
 
-/// Upstream rotates with lumberjack at 5 MB and keeps 8 backups (spec B.6.2).
-const ROTATE_AT: u64 = 5 * 1024 * 1024;
-const BACKUPS: u32 = 8;
+/// Upstream rotates with lumberjack at 5 MB and keeps 8 backups (spec B.6.2): the defaults.
+pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024;
+pub const DEFAULT_BACKUPS: u32 = 8;
+
+/// How much to log: lines below the level are dropped (an operation's outcome line never is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    /// `debug`, `info`, `warn`/`warning`, `error`, any case; anything else is `info` (a log
+    /// setting never fails a pod).
+    pub fn parse(s: &str) -> Level {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Level::Debug,
+            "warn" | "warning" => Level::Warn,
+            "error" => Level::Error,
+            _ => Level::Info,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Where and how much a plugin logs (see `Settings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub level: Level,
+    /// Rotate when the file reaches this size; keep this many rotated files.
+    pub max_bytes: u64,
+    pub backups: u32,
+}
 
 pub struct Logger {
     file: Option<Mutex<File>>,
     base: Map<String, Value>,
+    level: Level,
 }
 
 impl Logger {
-    /// A logger that drops everything (unit tests, fuzzing).
-    #[cfg(any(test, feature = "internals"))]
+    /// A logger that drops everything (the command-line tool, tests, fuzzing).
     pub fn discard() -> Logger {
         Logger {
             file: None,
             base: Map::new(),
+            level: Level::Error,
         }
     }
 
     /// Open `<dir>/<plugin>.log` for appending (0644), rotating it first if it is too big.
     /// Any failure gives a logger that drops lines.
-    pub fn open(dir: &Path, plugin: &str) -> Logger {
-        let path = dir.join(format!("{plugin}.log"));
-        let file = open_rotated(&path).ok();
+    pub fn open(cfg: &LogConfig, plugin: &str) -> Logger {
+        let path = cfg.dir.join(format!("{plugin}.log"));
+        let file = open_rotated(&path, cfg.max_bytes, cfg.backups).ok();
         let mut base = Map::new();
         base.insert("pid".into(), Value::from(std::process::id()));
         base.insert("plugin".into(), Value::from(plugin));
         Logger {
             file: file.map(Mutex::new),
             base,
+            level: cfg.level,
         }
+    }
+
+    pub fn debug(&self, msg: &str, fields: &[(&str, Value)]) {
+        self.write(Level::Debug, msg, fields);
+    }
+
+    /// An operation's outcome (`done`, `failed`): written at any level (it is what `azure-vnet
+    /// metrics` counts).
+    pub fn outcome(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        self.line(level, msg, fields);
     }
 
     /// Fields every later line carries (command, container ID).
@@ -52,19 +105,31 @@ impl Logger {
     }
 
     pub fn info(&self, msg: &str, fields: &[(&str, Value)]) {
-        self.write("info", msg, fields);
+        self.write(Level::Info, msg, fields);
     }
 
     pub fn warn(&self, msg: &str, fields: &[(&str, Value)]) {
-        self.write("warn", msg, fields);
+        self.write(Level::Warn, msg, fields);
     }
 
     pub fn error(&self, msg: &str, fields: &[(&str, Value)]) {
-        self.write("error", msg, fields);
+        self.write(Level::Error, msg, fields);
     }
 
-    fn write(&self, level: &str, msg: &str, fields: &[(&str, Value)]) {
+    /// Whether lines at `level` are written (to skip building costly fields).
+    pub fn enabled(&self, level: Level) -> bool {
+        self.file.is_some() && level >= self.level
+    }
+
+    fn write(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
+        if level >= self.level {
+            self.line(level, msg, fields);
+        }
+    }
+
+    fn line(&self, level: Level, msg: &str, fields: &[(&str, Value)]) {
         let Some(file) = &self.file else { return };
+        let level = level.as_str();
         let mut line = Map::new();
         line.insert("time".into(), Value::from(rfc3339_nano(SystemTime::now())));
         line.insert("level".into(), Value::from(level));
@@ -123,7 +188,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-fn open_rotated(path: &Path) -> std::io::Result<File> {
+fn open_rotated(path: &Path, max_bytes: u64, backups: u32) -> std::io::Result<File> {
     let file = match open_append(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
@@ -133,7 +198,7 @@ fn open_rotated(path: &Path) -> std::io::Result<File> {
         }
         other => other?,
     };
-    if file.metadata()?.len() < ROTATE_AT {
+    if file.metadata()?.len() < max_bytes {
         return Ok(file);
     }
     // Only one process rotates: the one that gets the flock. Others keep appending to the
@@ -148,7 +213,7 @@ fn open_rotated(path: &Path) -> std::io::Result<File> {
         .unwrap_or(false);
     if same {
         let backup = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
-        for n in (1..BACKUPS).rev() {
+        for n in (1..backups.max(1)).rev() {
             let _ = std::fs::rename(backup(n), backup(n + 1));
         }
         let _ = std::fs::rename(path, backup(1));
@@ -164,7 +229,7 @@ mod tests {
     #[test]
     fn lines_are_json_with_base_fields() {
         let dir = tempdir();
-        let mut log = Logger::open(&dir, "azure-vnet-ipam");
+        let mut log = Logger::open(&cfg(&dir), "azure-vnet-ipam");
         log.set("command", "ADD");
         log.info("allocated", &[("ip", Value::from("10.224.0.5"))]);
         log.warn("second", &[]);
@@ -189,7 +254,7 @@ mod tests {
 
     #[test]
     fn unwritable_log_dir_is_silently_ignored() {
-        let log = Logger::open(Path::new("/proc/definitely/not/here"), "x");
+        let log = Logger::open(&cfg(Path::new("/proc/definitely/not/here")), "x");
         log.info("dropped", &[]);
     }
 
@@ -197,11 +262,73 @@ mod tests {
     fn rotates_when_big() {
         let dir = tempdir();
         let path = dir.join("p.log");
-        std::fs::write(&path, vec![b'x'; ROTATE_AT as usize]).unwrap();
-        let log = Logger::open(&dir, "p");
+        std::fs::write(&path, vec![b'x'; DEFAULT_MAX_BYTES as usize]).unwrap();
+        let log = Logger::open(&cfg(&dir), "p");
         log.info("fresh", &[]);
-        assert!(std::fs::metadata(dir.join("p.log.1")).unwrap().len() >= ROTATE_AT);
+        assert!(std::fs::metadata(dir.join("p.log.1")).unwrap().len() >= DEFAULT_MAX_BYTES);
         assert!(std::fs::metadata(&path).unwrap().len() < 1000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn cfg(dir: &Path) -> LogConfig {
+        LogConfig {
+            dir: dir.to_path_buf(),
+            level: Level::Info,
+            max_bytes: DEFAULT_MAX_BYTES,
+            backups: DEFAULT_BACKUPS,
+        }
+    }
+
+    #[test]
+    fn levels_filter_lines_but_never_an_outcome() {
+        let dir = tempdir();
+        let log = Logger::open(
+            &LogConfig {
+                level: Level::parse("WARN"),
+                max_bytes: 100,
+                backups: 2,
+                ..cfg(&dir)
+            },
+            "lv",
+        );
+        log.debug("d", &[]);
+        log.info("i", &[]);
+        log.warn("w", &[]);
+        log.outcome(Level::Info, "done", &[]);
+        let text = std::fs::read_to_string(dir.join("lv.log")).unwrap();
+        let msgs: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["msg"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(msgs, ["w", "done"]);
+        assert_eq!(Level::parse("bogus"), Level::Info);
+        // Rotation at the configured size, with the configured number of backups.
+        for _ in 0..3 {
+            drop(Logger::open(
+                &LogConfig {
+                    max_bytes: 100,
+                    backups: 2,
+                    ..cfg(&dir)
+                },
+                "lv",
+            ));
+            std::fs::write(dir.join("lv.log"), vec![b'x'; 150]).unwrap();
+        }
+        drop(Logger::open(
+            &LogConfig {
+                max_bytes: 100,
+                backups: 2,
+                ..cfg(&dir)
+            },
+            "lv",
+        ));
+        assert!(dir.join("lv.log.1").exists() && dir.join("lv.log.2").exists());
+        assert!(!dir.join("lv.log.3").exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cni::config::NetConf;
+use crate::logging::{Level, LogConfig, DEFAULT_BACKUPS, DEFAULT_MAX_BYTES};
 
 pub const ENV_RUN_DIR: &str = "AZURE_VNET_RUN_DIR";
 pub const ENV_LOG_DIR: &str = "AZURE_VNET_LOG_DIR";
+pub const ENV_LOG_LEVEL: &str = "AZURE_VNET_LOG_LEVEL";
+pub const ENV_LOG_MAX_SIZE_MB: &str = "AZURE_VNET_LOG_MAX_SIZE_MB";
+pub const ENV_LOG_MAX_BACKUPS: &str = "AZURE_VNET_LOG_MAX_BACKUPS";
 pub const ENV_WIRESERVER_URL: &str = "AZURE_VNET_WIRESERVER_URL";
 pub const ENV_INTERFACES_FILE: &str = "AZURE_VNET_INTERFACES_FILE";
 pub const ENV_LOCK_TIMEOUT_MS: &str = "AZURE_VNET_LOCK_TIMEOUT_MS";
@@ -26,7 +30,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Settings {
     /// Holds `azure-vnet.json`, `azure-vnet-ipam.json` and the lock directory `azure-vnet/`.
     pub run_dir: PathBuf,
-    pub log_dir: PathBuf,
+    /// The log files' directory, level and rotation.
+    pub log: LogConfig,
     pub wireserver_url: String,
     pub interfaces_file: PathBuf,
     pub lock_timeout: Duration,
@@ -41,10 +46,26 @@ impl Settings {
                 .and_then(|c| c.run_dir.clone())
                 .or_else(|| env(ENV_RUN_DIR).map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR)),
-            log_dir: conf
-                .and_then(|c| c.log_dir.clone())
-                .or_else(|| env(ENV_LOG_DIR).map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR)),
+            log: LogConfig {
+                dir: conf
+                    .and_then(|c| c.log_dir.clone())
+                    .or_else(|| env(ENV_LOG_DIR).map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR)),
+                level: conf
+                    .and_then(|c| c.log_level.clone())
+                    .or_else(|| env(ENV_LOG_LEVEL))
+                    .map_or(Level::Info, |l| Level::parse(&l)),
+                max_bytes: conf
+                    .and_then(|c| c.log_max_size_mb)
+                    .or_else(|| env(ENV_LOG_MAX_SIZE_MB).and_then(|v| v.parse().ok()))
+                    .map_or(DEFAULT_MAX_BYTES, |mb: u64| {
+                        mb.max(1).saturating_mul(1 << 20)
+                    }),
+                backups: conf
+                    .and_then(|c| c.log_max_backups)
+                    .or_else(|| env(ENV_LOG_MAX_BACKUPS).and_then(|v| v.parse().ok()))
+                    .unwrap_or(DEFAULT_BACKUPS),
+            },
             wireserver_url: ipam
                 .and_then(|i| i.wireserver_url.clone())
                 .or_else(|| env(ENV_WIRESERVER_URL))
@@ -85,7 +106,7 @@ mod tests {
 
         let none = Settings::resolve(None, &HashMap::new());
         assert_eq!(none.run_dir, PathBuf::from("/var/run"));
-        assert_eq!(none.log_dir, PathBuf::from("/var/log"));
+        assert_eq!(none.log.dir, PathBuf::from("/var/log"));
         assert_eq!(none.wireserver_url, DEFAULT_WIRESERVER_URL);
         assert_eq!(none.interfaces_file, PathBuf::from(DEFAULT_INTERFACES_FILE));
         assert_eq!(none.lock_timeout, DEFAULT_LOCK_TIMEOUT);
@@ -103,7 +124,7 @@ mod tests {
         .unwrap();
         let both = Settings::resolve(Some(&p.conf), &vars);
         assert_eq!(both.run_dir, PathBuf::from("/conf/run"));
-        assert_eq!(both.log_dir, PathBuf::from("/conf/log"));
+        assert_eq!(both.log.dir, PathBuf::from("/conf/log"));
         assert_eq!(both.wireserver_url, "http://127.0.0.1:2/c");
         assert_eq!(both.interfaces_file, PathBuf::from("/conf/if.json"));
     }

@@ -566,6 +566,32 @@ fn log_lines_carry_pid_command_container_and_duration() {
     );
     let ipam_log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet-ipam.log")).unwrap();
     assert!(ipam_log.contains("\"containerID\":\"cid-log\""));
+    // Every line about the pod names it, in both logs.
+    for t in [&text, &ipam_log] {
+        assert!(
+            t.lines().all(|l| l.contains("\"pod\":\"default/log\"")),
+            "{t}"
+        );
+    }
+    // logLevel debug: the request is logged too; error: only the outcome line.
+    let debug = VNET_CONF.replacen('{', r#"{"logLevel":"debug","#, 1);
+    vnet_call(&tb, "a", "DEL", "cid-log", &p(&path), Some("log"), &debug).succeeded();
+    let text = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    let request = text
+        .lines()
+        .find(|l| l.contains("\"msg\":\"request\""))
+        .unwrap();
+    assert!(
+        request.contains("\"K8S_POD_NAME=log") || request.contains("K8S_POD_NAME=log"),
+        "{request}"
+    );
+    let before = text.lines().count();
+    let quiet = VNET_CONF.replacen('{', r#"{"logLevel":"error","#, 1);
+    vnet_call(&tb, "a", "DEL", "cid-log", &p(&path), Some("log"), &quiet).succeeded();
+    let text = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    let new: Vec<&str> = text.lines().skip(before).collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].contains("\"msg\":\"done\""));
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn dirs(o: &Options) -> (PathBuf, PathBuf) {
 }
 
 pub(crate) fn install_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Usage> {
-    let o = Options::parse(p, &["bin-dir", "conf-dir", "conflist", "host-root"])?;
+    let o = Options::parse(p, &["bin-dir", "conf-dir", "conflist", "host-root"], &[])?;
     if o.help {
         print!("{INSTALL_HELP}");
         return Ok(0);
@@ -82,7 +82,7 @@ pub(crate) fn install_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Us
 }
 
 pub(crate) fn uninstall_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Usage> {
-    let o = Options::parse(p, &["bin-dir", "conf-dir", "host-root"])?;
+    let o = Options::parse(p, &["bin-dir", "conf-dir", "host-root"], &[])?;
     if o.help {
         print!("{UNINSTALL_HELP}");
         return Ok(0);

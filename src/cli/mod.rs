@@ -4,6 +4,10 @@
 //! cause; exit status 0 on success, 1 on failure, 2 on a usage error.
 
 mod install;
+mod metrics;
+mod node;
+mod reconcile;
+mod status;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,6 +21,9 @@ CNI_COMMAND); run by a person with a command, it is this tool.
 commands:
   install     put the plugin (azure-vnet, azure-vnet-ipam) and its conflist on a node
   uninstall   remove them (the conflist first); state files and logs stay
+  status      endpoints and their health, pools, problems (exit 1 if any)
+  reconcile   what no live pod holds; --apply releases it
+  metrics     Prometheus metrics: printed once, or served with --listen ADDR
   -v, --version
   -h, --help  this text; `azure-vnet <command> --help` for a command's options
 ";
@@ -37,6 +44,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(Some(lexopt::Arg::Value(cmd))) => match cmd.to_string_lossy().as_ref() {
             "install" => install::install_cmd(&mut p),
             "uninstall" => install::uninstall_cmd(&mut p),
+            "status" => status::status_cmd(&mut p),
+            "reconcile" => reconcile::reconcile_cmd(&mut p),
+            "metrics" => metrics::metrics_cmd(&mut p),
             other => Err(Usage(format!("unknown command {other:?}"))),
         },
         Ok(Some(lexopt::Arg::Short('h') | lexopt::Arg::Long("help"))) => {
@@ -64,26 +74,38 @@ fn describe(arg: &lexopt::Arg) -> String {
     }
 }
 
-/// A command's options, each `--name VALUE` a path (the only kind the commands take yet).
+/// A command's options: `--name VALUE` (paths, addresses) and `--flag`.
 pub(crate) struct Options {
     values: Vec<(&'static str, PathBuf)>,
+    flags: Vec<&'static str>,
     pub help: bool,
 }
 
 impl Options {
-    /// Parse the rest of the command line: `--<name> VALUE` for each of `names`, `--help`.
-    pub fn parse(p: &mut lexopt::Parser, names: &[&'static str]) -> Result<Options, Usage> {
+    /// Parse the rest of the command line: `--<name> VALUE` for each of `names`, `--<flag>`
+    /// for each of `flags`, and `--help`.
+    pub fn parse(
+        p: &mut lexopt::Parser,
+        names: &[&'static str],
+        flags: &[&'static str],
+    ) -> Result<Options, Usage> {
         let mut o = Options {
             values: Vec::new(),
+            flags: Vec::new(),
             help: false,
         };
         while let Some(arg) = p.next()? {
             match arg {
                 lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => o.help = true,
-                lexopt::Arg::Long(l) => match names.iter().find(|n| **n == l) {
-                    Some(name) => o.values.push((name, PathBuf::from(p.value()?))),
-                    None => return Err(Usage(format!("unknown option --{l}"))),
-                },
+                lexopt::Arg::Long(l) => {
+                    if let Some(name) = names.iter().find(|n| **n == l) {
+                        o.values.push((name, PathBuf::from(p.value()?)));
+                    } else if let Some(flag) = flags.iter().find(|f| **f == l) {
+                        o.flags.push(flag);
+                    } else {
+                        return Err(Usage(format!("unknown option --{l}")));
+                    }
+                }
                 other => return Err(Usage(format!("unexpected {}", describe(&other)))),
             }
         }
@@ -96,5 +118,9 @@ impl Options {
             .rev()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v)
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.contains(&name)
     }
 }

@@ -41,6 +41,23 @@ pub struct NetConf {
     /// Where the log files go (spec A.4; default `/var/log`).
     #[serde(rename = "logDir", default, skip_serializing_if = "Option::is_none")]
     pub log_dir: Option<PathBuf>,
+    /// `debug`, `info` (default), `warn`, `error` (upstream's field, which it ignores).
+    #[serde(rename = "logLevel", default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Rotate a log file at this size (default 5, upstream's).
+    #[serde(
+        rename = "logMaxSizeMB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_max_size_mb: Option<u64>,
+    /// Rotated files kept (default 8, upstream's).
+    #[serde(
+        rename = "logMaxBackups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub log_max_backups: Option<u32>,
     #[serde(
         rename = "prevResult",
         default,

@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::cni::args::CniArgs;
 use crate::cni::config::ParsedConf;
 use crate::cni::env::{CniEnv, Command};
 use crate::cni::result::CniResult;
 use crate::cni::version::{version_info, Version};
 use crate::cni::{error_json, version};
 use crate::error::{Code, Error, Result};
-use crate::logging::Logger;
+use crate::logging::{Level, Logger};
 use crate::settings::Settings;
 
 /// Everything a plugin command gets: validated env, parsed config, resolved settings, the raw
@@ -60,14 +61,16 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
         };
     }
     let started = Instant::now();
-    let mut log_dir_conf = None;
+    let mut conf_settings = None;
     let mut version = None;
     let mut log = None;
     let result = (|| -> Result<Option<Vec<u8>>> {
         let env = CniEnv::from_vars(vars)?;
         let conf = ParsedConf::parse(stdin)?;
         version = Some(conf.version);
-        log_dir_conf = conf.conf.log_dir.clone();
+        let settings = conf_settings
+            .insert(Settings::resolve(Some(&conf.conf), vars))
+            .clone();
         conf.validate_name()?;
         let min = match env.command {
             Command::Check => Some(Version::V0_4_0),
@@ -84,13 +87,24 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
                 ),
             ));
         }
-        let settings = Settings::resolve(Some(&conf.conf), vars);
-        let mut logger = Logger::open(&settings.log_dir, plugin.name());
-        logger.set("command", env.command.as_str());
-        if !env.container_id.is_empty() {
-            logger.set("containerID", env.container_id.as_str());
+        let logger = log.insert(logger_for(plugin, &settings, vars));
+        if logger.enabled(Level::Debug) {
+            logger.debug(
+                "request",
+                &[
+                    (
+                        "cniArgs",
+                        Value::from(vars.get("CNI_ARGS").cloned().unwrap_or_default()),
+                    ),
+                    (
+                        "netns",
+                        Value::from(vars.get("CNI_NETNS").cloned().unwrap_or_default()),
+                    ),
+                    ("ifname", Value::from(env.ifname.as_str())),
+                    ("config", conf.raw.clone()),
+                ],
+            );
         }
-        let logger = log.insert(logger);
         let req = Request {
             env,
             conf,
@@ -100,28 +114,23 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
         };
         run_guarded(plugin, &req)
     })();
+    // A failure before the config was read still goes to a log (the environment's).
     let log = log.unwrap_or_else(|| {
-        let dir = log_dir_conf.unwrap_or_else(|| Settings::resolve(None, vars).log_dir);
-        let mut l = Logger::open(&dir, plugin.name());
-        if let Some(c) = vars.get("CNI_COMMAND") {
-            l.set("command", c.as_str());
-        }
-        if let Some(c) = vars.get("CNI_CONTAINERID") {
-            l.set("containerID", c.as_str());
-        }
-        l
+        let settings = conf_settings.unwrap_or_else(|| Settings::resolve(None, vars));
+        logger_for(plugin, &settings, vars)
     });
     let ms = Value::from(started.elapsed().as_secs_f64() * 1e3);
     match result {
         Ok(out) => {
-            log.info("done", &[("durationMs", ms)]);
+            log.outcome(Level::Info, "done", &[("durationMs", ms)]);
             Outcome {
                 stdout: out.unwrap_or_default(),
                 exit_code: 0,
             }
         }
         Err(e) => {
-            log.error(
+            log.outcome(
+                Level::Error,
                 "failed",
                 &[
                     ("durationMs", ms),
@@ -135,6 +144,26 @@ pub fn dispatch(plugin: &dyn Plugin, vars: &HashMap<String, String>, stdin: &[u8
             }
         }
     }
+}
+
+/// The plugin's log, each line naming the command, the container and the pod (kubelet's
+/// CNI_ARGS), from the raw variables (valid or not: a failure is logged too).
+fn logger_for(plugin: &dyn Plugin, settings: &Settings, vars: &HashMap<String, String>) -> Logger {
+    let mut l = Logger::open(&settings.log, plugin.name());
+    let var = |k: &str| vars.get(k).filter(|v| !v.is_empty());
+    if let Some(c) = var("CNI_COMMAND") {
+        l.set("command", c.as_str());
+    }
+    if let Some(c) = var("CNI_CONTAINERID") {
+        l.set("containerID", c.as_str());
+    }
+    let args = var("CNI_ARGS")
+        .and_then(|a| CniArgs::parse(a).ok())
+        .unwrap_or_default();
+    if let (Some(ns), Some(name)) = (args.pod_namespace(), args.pod_name()) {
+        l.set("pod", format!("{ns}/{name}"));
+    }
+    l
 }
 
 /// Run the command, turning a panic into a CNI error (code 100, as upstream's recover does)

@@ -16,8 +16,10 @@ use crate::error::{invalid_config, Code, Error, Result};
 use crate::ipam::allocator::{self, Allocation};
 use crate::ipam::source::{self, Fetched, PoolView, SourceKind};
 use crate::ipam::state::{AddressSpace, IpamFile};
+use crate::logging::Logger;
 use crate::logging::Stopwatch;
 use crate::netlink::{Link, Netlink};
+use crate::settings::Settings;
 use crate::store::Store;
 
 pub const PLUGIN_NAME: &str = "azure-vnet-ipam";
@@ -71,11 +73,16 @@ fn ipam_args(req: &Request) -> Result<IpamArgs> {
 }
 
 fn store<'a>(req: &Request<'a>) -> Store<'a> {
+    store_at(&req.settings, req.log)
+}
+
+/// The IPAM state file and its lock, where `settings` put them.
+pub(crate) fn store_at<'a>(settings: &Settings, log: &'a Logger) -> Store<'a> {
     Store::new(
-        req.settings.run_dir.join(STATE_FILE),
-        req.settings.lock_dir().join(format!("{PLUGIN_NAME}.lock")),
-        req.settings.lock_timeout,
-        req.log,
+        settings.run_dir.join(STATE_FILE),
+        settings.lock_dir().join(format!("{PLUGIN_NAME}.lock")),
+        settings.lock_timeout,
+        log,
     )
 }
 

@@ -49,8 +49,9 @@ pub fn is_host_veth(name: &str) -> bool {
 }
 
 /// The key upstream hashes: `<namespace>.<pod>` from kubelet's CNI_ARGS. Runtimes that pass no
-/// pod identity (containerd's `ctr run --cni`, podman, nerdctl) get the container ID and the
-/// interface name instead of an error (spec A.3.1).
+/// full pod identity (containerd's `ctr run --cni` and nerdctl pass none; podman passes
+/// `K8S_POD_NAME` without a namespace) get the container ID and the interface name instead of
+/// an error (spec A.3.1).
 pub fn veth_key(
     pod_namespace: Option<&str>,
     pod_name: Option<&str>,

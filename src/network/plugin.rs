@@ -27,6 +27,7 @@ use crate::network::record;
 use crate::network::state::NetworkFile;
 use crate::network::teardown::Teardown;
 use crate::rollback::Rollback;
+use crate::settings::Settings;
 use crate::store::{lock, LockGuard, Store};
 
 pub const PLUGIN_NAME: &str = "azure-vnet";
@@ -41,19 +42,26 @@ const KNOWN_ARGS: [&str; 4] = [
 
 pub struct NetworkPlugin;
 
-pub(crate) fn store<'a>(req: &Request<'a>) -> Store<'a> {
+fn store<'a>(req: &Request<'a>) -> Store<'a> {
+    store_at(&req.settings, req.log)
+}
+
+/// The endpoint records' file and its lock, where `settings` put them.
+pub(crate) fn store_at<'a>(settings: &Settings, log: &'a Logger) -> Store<'a> {
     Store::new(
-        req.settings.run_dir.join(STATE_FILE),
-        req.settings.lock_dir().join("azure-vnet.lock"),
-        req.settings.lock_timeout,
-        req.log,
+        settings.run_dir.join(STATE_FILE),
+        settings.lock_dir().join("azure-vnet.lock"),
+        settings.lock_timeout,
+        log,
     )
 }
 
+pub(crate) fn veth_lock_path_at(settings: &Settings, host_veth: &str) -> PathBuf {
+    settings.lock_dir().join(names::veth_lock_name(host_veth))
+}
+
 fn veth_lock_path(req: &Request, host_veth: &str) -> PathBuf {
-    req.settings
-        .lock_dir()
-        .join(names::veth_lock_name(host_veth))
+    veth_lock_path_at(&req.settings, host_veth)
 }
 
 fn veth_lock(req: &Request, host_veth: &str) -> Result<LockGuard> {
@@ -201,7 +209,8 @@ fn del_unrecorded(req: &Request, id: &Ident, file: &NetworkFile) -> Result<()> {
         return Ok(());
     }
     let host = Netlink::connect()?;
-    let mut teardown = Teardown::new(req, &host);
+    let release = |_: Option<&str>, pin| ipam::release(req, pin);
+    let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
     if file.veth_owner(&id.host_veth)?.is_none() {
         if let Some(link) = host.link_by_name(&id.host_veth)? {
             if link.kind.as_deref() == Some("veth") && leftover_of_this_pod(&host, &link, req) {
@@ -354,7 +363,8 @@ impl Plugin for NetworkPlugin {
         // Host routes, the record, then the address. The veth stays: its peer is in the pod
         // and goes with the pod's namespace (upstream does the same).
         let host = Netlink::connect()?;
-        let mut teardown = Teardown::new(req, &host);
+        let release = |_: Option<&str>, pin| ipam::release(req, pin);
+        let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
         teardown.routes(std::slice::from_ref(&ep));
         let removed = teardown.records(&store, Some(loaded), |k, raw| {
             if k != key {
@@ -448,7 +458,8 @@ impl Plugin for NetworkPlugin {
             .collect();
         let store = store(req);
         let host = Netlink::connect()?;
-        let mut teardown = Teardown::new(req, &host);
+        let release = |_: Option<&str>, pin| ipam::release(req, pin);
+        let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
 
         // The records of attachments that are not valid, and their host routes.
         let removed = teardown
@@ -483,7 +494,7 @@ impl Plugin for NetworkPlugin {
             }
             teardown.veth(link);
         }
-        teardown.ipam_gc();
+        teardown.ipam_gc(req);
         teardown.finish()
     }
 

@@ -1,4 +1,4 @@
-//! The one teardown of DEL and GC: the host routes, records, addresses and host veths of
+//! The one teardown of DEL, GC and the command-line tool's reconcile: the host routes, records, addresses and host veths of
 //! endpoints that go. Each step carries on past the failures of the others and every failure
 //! is reported at the end (netavark's teardown), except one ordering rule: an address is
 //! released only once its record is gone, so at every moment the records are a subset of what
@@ -11,29 +11,40 @@ use crate::cni::skel::Request;
 use crate::datapath;
 use crate::encoding::{subnet_of, GoIpNet};
 use crate::error::{self, Error, Result};
+use crate::logging::Logger;
 use crate::netlink::{Link, Netlink};
 use crate::network::ipam::{self, Pin};
 use crate::network::record;
 use crate::network::state::{Endpoint, NetworkFile, RawEndpoint};
 use crate::store::{Loaded, Store};
 
-pub(crate) struct Teardown<'a, 'r> {
-    req: &'a Request<'r>,
+/// How addresses are released: through the IPAM plugin for DEL and GC (`ipam::release`),
+/// directly for the command-line tool's reconcile. The container whose address it is, when a
+/// record says.
+pub(crate) type Release<'a> = &'a dyn Fn(Option<&str>, Pin) -> Result<()>;
+
+pub(crate) struct Teardown<'a> {
+    log: &'a Logger,
     host: &'a Netlink,
+    /// The network (conflist `name`) whose records go.
+    net: &'a str,
+    release: Release<'a>,
     errors: Vec<Error>,
 }
 
-impl<'a, 'r> Teardown<'a, 'r> {
-    pub fn new(req: &'a Request<'r>, host: &'a Netlink) -> Self {
+impl<'a> Teardown<'a> {
+    pub fn new(log: &'a Logger, host: &'a Netlink, net: &'a str, release: Release<'a>) -> Self {
         Teardown {
-            req,
+            log,
             host,
+            net,
+            release,
             errors: Vec::new(),
         }
     }
 
     fn fail(&mut self, e: Error) {
-        self.req.log.warn(
+        self.log.warn(
             "teardown step failed",
             &[("error", serde_json::Value::from(e.msg()))],
         );
@@ -49,7 +60,7 @@ impl<'a, 'r> Teardown<'a, 'r> {
         loaded: Option<Loaded<NetworkFile>>,
         mut pick: impl FnMut(&str, &RawEndpoint) -> Result<Option<Endpoint>>,
     ) -> Option<Vec<Endpoint>> {
-        let net = &self.req.conf.conf.name;
+        let net = self.net;
         let removed = store.update(loaded, |file: &mut NetworkFile| {
             let removed = match file.network_mut(net) {
                 Some(n) => n.remove_endpoints(&mut pick)?,
@@ -78,16 +89,22 @@ impl<'a, 'r> Teardown<'a, 'r> {
         }
     }
 
-    /// Release the addresses of `eps`, whose records are gone, through the IPAM plugin.
+    /// Release the addresses of `eps`, whose records are gone.
     pub fn release(&mut self, eps: &[Endpoint]) {
-        let nets = eps.iter().flat_map(|e| e.ip_addresses.iter().flatten());
-        for net in nets.filter_map(GoIpNet::to_network) {
-            let pin = Pin {
-                address: Some(net.ip()),
-                subnet: Some(subnet_of(net)),
-            };
-            if let Err(e) = ipam::release(self.req, pin) {
-                self.fail(e);
+        for ep in eps {
+            for net in ep
+                .ip_addresses
+                .iter()
+                .flatten()
+                .filter_map(GoIpNet::to_network)
+            {
+                let pin = Pin {
+                    address: Some(net.ip()),
+                    subnet: Some(subnet_of(net)),
+                };
+                if let Err(e) = (self.release)(Some(&ep.container_id), pin) {
+                    self.fail(e);
+                }
             }
         }
     }
@@ -99,17 +116,17 @@ impl<'a, 'r> Teardown<'a, 'r> {
             subnet,
             ..Pin::default()
         };
-        if let Err(e) = ipam::release(self.req, pin) {
+        if let Err(e) = (self.release)(None, pin) {
             self.fail(e);
         }
     }
 
     /// The IPAM plugin's own GC, if it speaks CNI 1.1 (for an older one, libcni's DEL of
     /// stale cached attachments covers it).
-    pub fn ipam_gc(&mut self) {
-        let done = ipam::speaks_1_1(self.req).and_then(|yes| {
+    pub fn ipam_gc(&mut self, req: &Request) {
+        let done = ipam::speaks_1_1(req).and_then(|yes| {
             if yes {
-                ipam::exec(self.req, Command::Gc, Pin::default()).map(|_| ())
+                ipam::exec(req, Command::Gc, Pin::default()).map(|_| ())
             } else {
                 Ok(())
             }
@@ -122,7 +139,7 @@ impl<'a, 'r> Teardown<'a, 'r> {
     /// Delete a host veth (with its peer and routes); already gone is fine.
     pub fn veth(&mut self, link: &Link) {
         match self.host.delete_link(link.index) {
-            Ok(()) => self.req.log.info(
+            Ok(()) => self.log.info(
                 "deleted host veth",
                 &[("veth", serde_json::Value::from(link.name.as_str()))],
             ),

@@ -83,7 +83,7 @@ impl<'a> Store<'a> {
         &self.path
     }
 
-    fn lock(&self) -> Result<LockGuard> {
+    pub fn lock(&self) -> Result<LockGuard> {
         lock::acquire(&self.lock_path, self.timeout)
     }
 

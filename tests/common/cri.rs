@@ -608,6 +608,18 @@ impl CriNode {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Like `exec`, whatever the command's exit status.
+    pub fn exec_out(&self, args: &[&str]) -> Output {
+        Command::new("python3")
+            .arg(cri_node_py())
+            .arg("exec")
+            .arg(self.dir.path())
+            .arg("--")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// The pod netns pins CRI made (/run/netns/cni-* in the private /run).
     pub fn netns_pins(&self) -> BTreeSet<String> {
         self.exec(&["ls", "-1", "/run/netns"])
