@@ -12,7 +12,8 @@
 //! * containerd imports the image and runs it as the DaemonSet's init container, through CRI,
 //!   with the manifest's own security context, mounts and limits (read from the manifest, so
 //!   what runs is what is deployed); containerd picks up the conflist it installs, and pods get
-//!   their network, with traffic, from the plugin it installed.
+//!   their network, with traffic, from the plugin it installed; the pod's metrics container,
+//!   run the same way, serves what the node's plugin did.
 
 mod common;
 use common::cri::*;
@@ -110,7 +111,8 @@ fn millicores(q: &str) -> i64 {
 
 /// What kubelet asks of the runtime for container `c` of the DaemonSet's pod: its hostPath
 /// mounts (each host path mapped by `host` to where this test keeps that node directory), its
-/// security context and limits, as criclient's CONTAINER options.
+/// security context and limits, as criclient's CONTAINER options, then its command line if it
+/// sets one.
 fn cri_options(ds: &Value, c: &Value, host: &dyn Fn(&str) -> PathBuf) -> Vec<String> {
     let spec = &ds["spec"]["template"]["spec"];
     let volumes: BTreeMap<&str, &str> = spec["volumes"]
@@ -163,12 +165,25 @@ fn cri_options(ds: &Value, c: &Value, host: &dyn Fn(&str) -> PathBuf) -> Vec<Str
         o.push("--seccomp-runtime-default".into());
     }
     let limits = &c["resources"]["limits"];
+    let command: Vec<String> = c["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(c["args"].as_array().into_iter().flatten())
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
     if let Some(m) = limits["memory"].as_str() {
         o.extend(["--memory-limit".into(), quantity_bytes(m).to_string()]);
     }
     if let Some(cpu) = limits["cpu"].as_str() {
         // kubelet: quota = millicores * period / 1000, period 100 ms
         o.extend(["--cpu-quota".into(), (millicores(cpu) * 100).to_string()]);
+    }
+    // command and args replace the image's entrypoint (kubelet passes both; the runtime runs
+    // the one command line they make)
+    if !command.is_empty() {
+        o.push("--".into());
+        o.extend(command);
     }
     o
 }
@@ -289,7 +304,7 @@ fn deploy_manifest_asks_for_what_a_cni_installer_needs_and_no_more() {
         assert!(pod.get(ns).is_none_or(|v| v == false), "{ns}");
     }
 
-    // The volumes: the two CNI directories, the state and log directories; nothing else.
+    // The volumes: the two CNI directories, the state, lock and log directories; nothing else.
     let volumes: BTreeMap<&str, &str> = pod["volumes"]
         .as_array()
         .unwrap()
@@ -305,7 +320,13 @@ fn deploy_manifest_asks_for_what_a_cni_installer_needs_and_no_more() {
     paths.sort();
     assert_eq!(
         paths,
-        ["/etc/cni/net.d", "/opt/cni/bin", "/var/log", "/var/run"]
+        [
+            "/etc/cni/net.d",
+            "/opt/cni/bin",
+            "/var/log",
+            "/var/run",
+            "/var/run/azure-vnet"
+        ]
     );
 
     let version = version_of(&vnet_bin());
@@ -377,15 +398,27 @@ fn deploy_manifest_asks_for_what_a_cni_installer_needs_and_no_more() {
             "{name}: {image} (this source builds {version})"
         );
     }
-    // The long-running container reads, never writes, the node.
+    // The long-running container reads the node where the plugins keep it; it writes only
+    // the plugins' lock directory (it reads the state under their locks).
     let metrics = containers
         .iter()
         .find(|c| c["name"] == "metrics")
         .expect("a metrics container");
-    assert!(mounts(metrics).iter().all(|m| m.2), "{:?}", mounts(metrics));
+    let writable: Vec<_> = mounts(metrics).into_iter().filter(|m| !m.2).collect();
+    assert_eq!(
+        writable,
+        [(
+            "/var/run/azure-vnet".to_string(),
+            "/var/run/azure-vnet".to_string(),
+            false
+        )]
+    );
     for m in metrics["volumeMounts"].as_array().unwrap() {
-        assert_eq!(m["recursiveReadOnly"], "IfPossible", "{m}");
+        if m["readOnly"] == true {
+            assert_eq!(m["recursiveReadOnly"], "IfPossible", "{m}");
+        }
     }
+    assert_eq!(metrics["command"], serde_json::json!(["/azure-vnet"]));
     let port = metrics["ports"][0]["containerPort"].as_i64().unwrap();
     assert_eq!(
         spec["template"]["metadata"]["annotations"]["prometheus.io/port"],
@@ -652,11 +685,12 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
         "/opt/cni/bin" => bin.clone(),
         "/etc/cni/net.d" => conf.clone(),
         "/var/run" => tb.run_dir("a"),
+        "/var/run/azure-vnet" => tb.run_dir("a").join("azure-vnet"),
         "/var/log" => tb.log_dir("a"),
         other => panic!("the manifest mounts {other}"),
     };
     let opts = cri_options(&ds, init, &host);
-    let run = |pod: &Pod, opts: &[String]| -> (String, i64, String) {
+    let run = |pod: &Pod, opts: &[String]| -> (Sandbox, String, i64, String) {
         let sb = cri.runp(pod);
         let t = Instant::now();
         let id = cri.start_container(&sb, pod, "install", &img.reference, opts);
@@ -666,12 +700,12 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
             "init container ran in {:?}, exit {code}:\n{log}",
             t.elapsed()
         );
-        (id, code, log)
+        (sb, id, code, log)
     };
-    let run_installer = |pod: &Pod| -> (String, String) {
-        let (id, code, log) = run(pod, &opts);
+    let run_installer = |pod: &Pod| -> (Sandbox, String, String) {
+        let (sb, id, code, log) = run(pod, &opts);
         assert_eq!(code, 0, "the init container failed: {log}\n{}", cri.diag());
-        (id, log)
+        (sb, id, log)
     };
 
     // Less than uid 0 is not enough (the node's directories are root's, 0755): the install
@@ -679,7 +713,7 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     let mut nobody = opts.clone();
     let at = nobody.iter().position(|o| o == "--user").unwrap();
     nobody[at + 1] = "65534".into();
-    let (_, code, log) = run(
+    let (_, _, code, log) = run(
         &Pod::new("azure-vnet-cni-nonroot", "kube-system").host_network(),
         &nobody,
     );
@@ -690,7 +724,7 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     );
     assert!(!bin.join("azure-vnet").exists() && !conf.join("10-azure.conflist").exists());
     let pod = Pod::new("azure-vnet-cni-7xk2p", "kube-system").host_network();
-    let (id, log) = run_installer(&pod);
+    let (ds_sandbox, id, log) = run_installer(&pod);
 
     // It ran as the manifest says: uid 0, no capability at all, no_new_privs, read-only root,
     // the limits, seccomp, and the two CNI directories as its only writable host paths.
@@ -812,6 +846,27 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     }
     eprintln!("NetworkReady {:?} after the install", t.elapsed());
 
+    // Then the pod's long-running container, as the manifest has it: the metrics server, on
+    // the node's network, reading what the plugins keep where they keep it.
+    let metrics = ds["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "metrics")
+        .unwrap();
+    let port = metrics["ports"][0]["containerPort"].as_i64().unwrap();
+    std::fs::create_dir_all(tb.run_dir("a").join("azure-vnet")).unwrap();
+    let mopts = cri_options(&ds, metrics, &host);
+    let mid = cri.start_container(&ds_sandbox, &pod, "metrics", &img.reference, &mopts);
+    let node = tb.node("a");
+    let scrape = |path: &str| http_from(&node, &format!("http://127.0.0.1:{port}{path}"));
+    scrape("/"); // what the readiness probe asks
+    let mspec = cri.oci_spec(&mid);
+    assert_eq!(mspec["process"]["user"]["uid"], 0);
+    assert_eq!(mspec["process"]["capabilities"], serde_json::json!({}));
+    assert_eq!(mspec["process"]["noNewPrivileges"], true);
+    assert_eq!(mspec["root"]["readonly"], true);
+
     // Pods get their network from what it installed: address, records, traffic.
     let web = Pod::new("web", "default");
     let db = Pod::new("db", "default");
@@ -831,13 +886,34 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     let ipam_file = read_json(&tb.run_dir("a").join("azure-vnet-ipam.json"));
     assert_eq!(ipam_file["IPAM"]["Version"], img.version.as_str());
 
+    // The metrics container sees the two pods and the operations that made them.
+    let text = scrape("/metrics");
+    for line in [
+        "azure_vnet_state_readable 1",
+        "azure_vnet_endpoints 2",
+        "azure_vnet_pool_addresses_in_use{subnet=\"10.224.0.0/16\"} 2",
+        "azure_vnet_operations_total{plugin=\"azure-vnet\",command=\"ADD\",code=\"0\"} 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line:?} in the metrics:\n{text}\n{}",
+            cri.container_log(&pod, "metrics")
+        );
+    }
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("azure_vnet_problems{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+
     // The DaemonSet's pod again (a node reboot, a rollout of the same version): nothing to do,
     // nothing rewritten, the pods undisturbed.
     let files_before: Vec<_> = [&v, &conf.join("10-azure.conflist")]
         .iter()
         .map(|p| file_id(p))
         .collect();
-    let (_, log2) = run_installer(&Pod::new("azure-vnet-cni-9q4fz", "kube-system").host_network());
+    let (_, _, log2) =
+        run_installer(&Pod::new("azure-vnet-cni-9q4fz", "kube-system").host_network());
     assert_eq!(log2.matches("unchanged").count(), 3, "{log2}");
     let files_after: Vec<_> = [&v, &conf.join("10-azure.conflist")]
         .iter()
