@@ -135,6 +135,53 @@ fn install_puts_one_file_under_two_names_then_the_conflist_and_a_second_run_chan
 }
 
 #[test]
+fn an_install_killed_mid_way_never_blocks_the_next_one_run_as_pid_1() {
+    require_root();
+    let root = host_root("pid1");
+    let bin = root.join("opt/cni/bin");
+    let conf = root.join("etc/cni/net.d");
+    // What killed runs left: ours, older than any running install's (removed), one of a
+    // run that may still be going (kept), and an earlier version's PID-named one (not ours).
+    let stale = [
+        bin.join(".azure-vnet.00000000deadbeef.tmp"),
+        bin.join(".azure-vnet-ipam.00000000deadbeef.tmp"),
+        conf.join(".10-azure.conflist.00000000deadbeef.tmp"),
+    ];
+    let fresh = bin.join(".azure-vnet.00000000cafef00d.tmp");
+    let foreign = bin.join(".azure-vnet.1.tmp");
+    for f in stale.iter().chain([&fresh, &foreign]) {
+        std::fs::write(f, b"half a file").unwrap();
+    }
+    for f in &stale {
+        sh(&["touch", "-d", "1 hour ago", f.to_str().unwrap()]);
+    }
+    // The installer as a container runs it: PID 1 of its own PID namespace, twice.
+    for _ in 0..2 {
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--"])
+            .arg(vnet_bin())
+            .args(["install", "--host-root"])
+            .arg(root.path())
+            .env_remove("CNI_COMMAND")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let t = tree(root.path());
+    for f in &stale {
+        assert!(!f.exists(), "{} was left", f.display());
+    }
+    assert!(fresh.exists() && foreign.exists(), "{t:?}");
+    let tmps = t.keys().filter(|k| k.ends_with(".tmp")).count();
+    assert_eq!(tmps, 2, "only the two kept: {t:?}");
+    let (v, i) = (
+        std::fs::metadata(bin.join("azure-vnet")).unwrap(),
+        std::fs::metadata(bin.join("azure-vnet-ipam")).unwrap(),
+    );
+    assert_eq!(v.ino(), i.ino());
+}
+
+#[test]
 fn install_replaces_an_older_version_without_a_moment_of_a_missing_or_partial_file() {
     require_root();
     let root = host_root("upg");

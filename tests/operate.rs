@@ -27,8 +27,24 @@ fn node(secondaries: u32) -> Node {
 impl Node {
     /// `azure-vnet <args>` as an operator runs it on the node (its network and mount
     /// namespace; the paths the plugins use, from the environment).
+    /// (`--setpriv-no-caps` first: run it as uid 0 with no capability.)
     fn tool(&self, args: &[&str]) -> Output {
         let mut cmd: Vec<String> = vec!["env".into()];
+        let args = match args.split_first() {
+            Some((&"--setpriv-no-caps", rest)) => {
+                cmd = [
+                    "setpriv",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                    "--",
+                    "env",
+                ]
+                .map(String::from)
+                .to_vec();
+                rest
+            }
+            _ => args,
+        };
         for (k, v) in self.tb.env("a") {
             cmd.push(format!("{k}={v}"));
         }
@@ -41,6 +57,34 @@ impl Node {
                 .display()
                 .to_string(),
         );
+        let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        self.cri.exec_out(&refs)
+    }
+
+    /// `tool`, with the run and log directories read-only (as the DaemonSet's metrics
+    /// container, or a debug pod, sees them).
+    fn tool_read_only(&self, args: &[&str]) -> Output {
+        let dirs = [self.tb.run_dir("a"), self.tb.log_dir("a")];
+        let mut cmd: Vec<String> = vec![
+            "unshare".into(),
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            r#"mount --bind -o ro "$1" "$1" && mount --bind -o ro "$2" "$2" && shift 2 && exec "$@""#
+                .into(),
+            "sh".into(),
+        ];
+        cmd.extend(dirs.iter().map(|d| d.display().to_string()));
+        cmd.push("env".into());
+        for (k, v) in self.tb.env("a") {
+            cmd.push(format!("{k}={v}"));
+        }
+        cmd.push(vnet_bin().display().to_string());
+        cmd.extend(args.iter().map(|s| s.to_string()));
+        let conflist = repo().join("conflist/10-azure.conflist");
+        cmd.extend(["--conflist".into(), conflist.display().to_string()]);
         let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
         self.cri.exec_out(&refs)
     }
@@ -323,6 +367,26 @@ fn reconcile_releases_what_no_live_pod_holds_and_only_that() {
         "killed ADD's address, two records, the stray veth: {json}"
     );
 
+    // Without CAP_SYS_PTRACE (a `kubectl debug node` pod: the host's PID namespace, default
+    // capabilities) it cannot read the plugins' environments, so it cannot see an ADD in
+    // flight: --apply refuses, and nothing changes.
+    let out = n.tool(&[
+        "--setpriv-no-caps",
+        "reconcile",
+        "--apply",
+        "--grace",
+        "0.2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_SYS_PTRACE"));
+    assert_eq!(NodeView::of(&n.tb, "a"), before);
+
     // Apply: every leak goes; the live pods keep everything.
     let out = n.tool(&["reconcile", "--apply", "--grace", "0.2"]);
     eprintln!("azure-vnet reconcile --apply:\n{}", stdout(&out));
@@ -503,6 +567,18 @@ fn metrics_are_valid_prometheus_and_count_what_happened() {
     assert!(
         text.contains("azure_vnet_last_error_timestamp_seconds{plugin=\"azure-vnet\",command=\"ADD\",code=\"3\""),
         "{text}"
+    );
+
+    // Read-only state and logs (the DaemonSet's metrics container): the same node gauges,
+    // the locks taken through read-only descriptors.
+    let cursor = n.cri.dir.join("ro-cursor.json");
+    let out = n.tool_read_only(&["metrics", "--cursor", cursor.to_str().unwrap()]);
+    let ro = stdout(&out);
+    assert!(
+        ro.contains("azure_vnet_state_readable 1")
+            && ro.contains("azure_vnet_pool_addresses_in_use{subnet=\"10.224.0.0/16\"} 3"),
+        "{ro}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // Served: scrape it from inside the node, as Prometheus would.

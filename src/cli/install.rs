@@ -29,7 +29,8 @@ Puts this executable into the bin directory as azure-vnet and azure-vnet-ipam (o
 names: a hard link where the directory allows, else a copy), then the conflist into the conf
 directory as 10-azure.conflist. Every file is written under a temporary name, fsync'd and
 renamed over the old one; identical files are left untouched; what is on disk is read back
-before success. Other files in those directories are never touched.
+before success. Other files in those directories are never touched (but for temporary files
+of an install killed mid-way, more than 10 minutes old).
 
   --bin-dir DIR     default /opt/cni/bin
   --conf-dir DIR    default /etc/cni/net.d
@@ -149,21 +150,63 @@ impl Drop for Stage {
     }
 }
 
+/// `.<name>.<unique>.tmp` beside `dst`. Unique per run, not per PID: in a container the
+/// installer is always PID 1, and a run killed mid-install leaves its temporary files behind.
 fn tmp_name(dst: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
     let name = dst.file_name().unwrap_or_default().to_string_lossy();
-    dst.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // std's hasher keys are random per process: 64 bits no other run shares.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    dst.with_file_name(format!(".{name}.{:016x}.tmp", h.finish()))
+}
+
+/// Whether `file` is one of our temporary names for `name` (`.<name>.<16 hex>.tmp`).
+fn is_tmp_of(file: &str, name: &str) -> bool {
+    file.strip_prefix(&format!(".{name}."))
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Temporary files that an install killed mid-way left (older than `STALE`: a running
+/// install's are seconds old).
+const STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn remove_stale_tmps(dir: &Path, names: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let old = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old && names.iter().any(|n| is_tmp_of(file, n)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Write `content` with `mode` (owned by root when we are root) under a temporary name.
 fn stage_file(dst: &Path, content: &[u8], mode: u32) -> Result<Staged> {
     let tmp = tmp_name(dst);
-    let write = || -> std::io::Result<()> {
+    let mut created = false;
+    let mut write = || -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(&tmp)?;
+        created = true;
         f.write_all(content)?;
         // The mode exactly, whatever the umask; root's, as a runtime's plugins are.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -173,7 +216,10 @@ fn stage_file(dst: &Path, content: &[u8], mode: u32) -> Result<Staged> {
         f.sync_all()
     };
     if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
+        // Only what this run created: a file already there under the name is not ours.
+        if created {
+            let _ = std::fs::remove_file(&tmp);
+        }
         return Err(Error::from(e).context(format!("write {}", tmp.display())));
     }
     Ok(Staged {
@@ -250,6 +296,9 @@ pub(crate) fn install(
         conf_dir.join(CONFLIST),
     );
 
+    remove_stale_tmps(bin_dir, &[VNET, IPAM]);
+    remove_stale_tmps(conf_dir, &[CONFLIST]);
+
     // Stage every change first: a destination that cannot take it fails here, with nothing
     // renamed yet. In commit order: the binaries, then the conflist.
     let mut stage = Stage(Vec::new());
@@ -285,7 +334,9 @@ pub(crate) fn install(
 
     // Commit: renames in order (a running plugin keeps its old inode: no "text file busy"),
     // then the directories, so the renames survive a crash.
-    for s in std::mem::take(&mut stage.0) {
+    // (A failed rename leaves the staged files not yet renamed to `stage`'s Drop.)
+    while !stage.0.is_empty() {
+        let s = stage.0.remove(0);
         if let Err(e) = std::fs::rename(&s.tmp, &s.dst) {
             let _ = std::fs::remove_file(&s.tmp);
             return Err(Error::from(e).context(format!("rename into {}", s.dst.display())));
@@ -328,4 +379,48 @@ pub(crate) fn uninstall(bin_dir: &Path, conf_dir: &Path) -> Result<Vec<(PathBuf,
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_ours_and_unique() {
+        let dst = Path::new("/x/azure-vnet");
+        let a = tmp_name(dst);
+        let b = tmp_name(dst);
+        assert_ne!(a, b, "two runs (or two stages) never share a name");
+        for t in [&a, &b] {
+            let f = t.file_name().unwrap().to_str().unwrap();
+            assert!(is_tmp_of(f, "azure-vnet"), "{f}");
+            assert!(!is_tmp_of(f, "azure-vnet-ipam"), "{f}");
+        }
+        // (file, name, ours?)
+        let cases = [
+            (".azure-vnet.0123456789abcdef.tmp", "azure-vnet", true),
+            (".azure-vnet.1.tmp", "azure-vnet", false),
+            (".azure-vnet.0123456789abcdeg.tmp", "azure-vnet", false),
+            ("azure-vnet.0123456789abcdef.tmp", "azure-vnet", false),
+            (".azure-vnet-ipam.0123456789abcdef.tmp", "azure-vnet", false),
+            (
+                ".azure-vnet-ipam.0123456789abcdef.tmp",
+                "azure-vnet-ipam",
+                true,
+            ),
+            (
+                ".10-azure.conflist.0123456789abcdef.tmp",
+                "10-azure.conflist",
+                true,
+            ),
+            (
+                ".10-azure.conflist.0123456789abcdef",
+                "10-azure.conflist",
+                false,
+            ),
+        ];
+        for (file, name, ours) in cases {
+            assert_eq!(is_tmp_of(file, name), ours, "{file} / {name}");
+        }
+    }
 }

@@ -71,6 +71,10 @@ struct Totals {
     /// "plugin command" -> latency.
     latency: BTreeMap<String, Hist>,
     last_error: BTreeMap<String, LastError>,
+    /// Why the state could not be read, as last said on stderr (a server says it once, not
+    /// at every scrape).
+    #[serde(skip)]
+    unreadable: Option<String>,
 }
 
 impl Totals {
@@ -248,6 +252,14 @@ fn families(conflist: Option<&Path>, totals: &mut Totals) -> Vec<MetricFamily> {
         MetricType::GAUGE,
         vec![gauge(&[], if looked.is_ok() { 1.0 } else { 0.0 })],
     ));
+    let why = looked.as_ref().err().map(|e| e.msg().to_string());
+    if why.is_some() && why != totals.unreadable {
+        eprintln!(
+            "azure-vnet metrics: the state cannot be read: {}",
+            why.as_deref().unwrap_or_default()
+        );
+    }
+    totals.unreadable = why;
     if let Ok((cfg, _, view)) = &looked {
         let per_pool = |f: fn(&crate::cli::node::PoolStat) -> usize| {
             view.pools

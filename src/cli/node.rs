@@ -92,7 +92,8 @@ pub(crate) struct Snapshot {
     /// Container IDs some plugin process is working on (an ADD holds its address before its
     /// record exists; a DEL releases it after its record is gone).
     pub in_flight: HashSet<String>,
-    /// Whether this process sees the node's processes (the host's PID namespace).
+    /// Whether this process sees every process's environment (the host's PID namespace and
+    /// CAP_SYS_PTRACE): see `cni_operations`.
     pub sees_processes: bool,
 }
 
@@ -139,11 +140,14 @@ impl Snapshot {
 }
 
 /// The container IDs of running CNI operations (processes with CNI_COMMAND and
-/// CNI_CONTAINERID in their environment), and whether this process can see the node's
-/// processes at all (in a PID namespace of its own, it sees none of them).
+/// CNI_CONTAINERID in their environment), and whether this process can see them all: in a
+/// PID namespace of its own it sees none of the node's processes, and without CAP_SYS_PTRACE
+/// (`kubectl debug node` drops it) it cannot read the environment of a process with more
+/// capabilities than its own, as the runtime and the plugins it runs have.
 pub(crate) fn cni_operations() -> (HashSet<String>, bool) {
     // The host's PID namespace has the kernel's thread daemon as pid 2.
-    let sees = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let sees = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd")
+        && has_cap_sys_ptrace(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
     let mut cids = HashSet::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return (cids, false);
@@ -155,6 +159,8 @@ pub(crate) fn cni_operations() -> (HashSet<String>, bool) {
         if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
             continue;
         }
+        // (A process may be unreadable even with CAP_SYS_PTRACE: one of another user
+        // namespace, a VM's init. Not a runtime's plugin.)
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
@@ -172,6 +178,15 @@ pub(crate) fn cni_operations() -> (HashSet<String>, bool) {
         }
     }
     (cids, sees)
+}
+
+/// Whether `/proc/self/status` says CAP_SYS_PTRACE (bit 19) is in the effective set.
+fn has_cap_sys_ptrace(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 19) != 0)
 }
 
 /// The host side as the kernel has it now.
@@ -482,5 +497,28 @@ fn display<S: serde::Serializer>(
     match v {
         Some(a) => s.collect_str(a),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_sys_ptrace_from_proc_status() {
+        // (CapEff line, has CAP_SYS_PTRACE?)
+        let cases = [
+            ("CapEff:\t000001ffffffffff", true),
+            ("CapEff:\t0000000000080000", true),
+            ("CapEff:\t00000000a80425fb", false), // a container's default set
+            ("CapEff:\t0000000000000000", false),
+            ("CapEff:\tnot hex", false),
+            ("CapPrm:\t000001ffffffffff", false),
+            ("", false),
+        ];
+        for (line, want) in cases {
+            let status = format!("Name:\tazure-vnet\n{line}\nCapBnd:\t000001ffffffffff\n");
+            assert_eq!(has_cap_sys_ptrace(&status), want, "{line}");
+        }
     }
 }

@@ -41,8 +41,8 @@ whose network namespace still exists. Dry run by default.
 
 Safe while pods start: something counts only if it is there in two looks --grace seconds apart
 (default 5), never while a CNI operation for its container runs (run it in the host's PID
-namespace so it can see them: --apply refuses otherwise), and an address is released under the
-IPAM state lock, so no ADD can be given it meanwhile.
+namespace with CAP_SYS_PTRACE so it can see them: --apply refuses otherwise), and an address is
+released under the IPAM state lock, so no ADD can be given it meanwhile.
 
 Exit status: 0 nothing to do (or all done), 1 something to do (dry run) or not all done,
 2 cannot tell.
@@ -224,8 +224,9 @@ pub(crate) fn reconcile_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, 
         let (cfg, snap, view) = look(conflist)?;
         if o.flag("apply") && !snap.sees_processes {
             return Err(runtime(
-                "this process does not see the node's processes (a PID namespace of its own): \
-                 it could not tell an ADD in flight; run it in the host's PID namespace",
+                "this process cannot see the node's CNI operations (it needs the host's PID \
+                 namespace, and CAP_SYS_PTRACE to read their environments): it could not tell \
+                 an ADD in flight",
             ));
         }
         let first = plan(

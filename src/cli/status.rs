@@ -171,8 +171,8 @@ fn render(v: &NodeView, sees_processes: bool) -> String {
     }
     if !sees_processes {
         out.push_str(
-            "\nnote: this process does not see the node's processes (run it in the host's PID \
-             namespace): an ADD or DEL in flight may show as a problem\n",
+            "\nnote: this process cannot see the node's CNI operations (it needs the host's PID \
+             namespace, and CAP_SYS_PTRACE): an ADD or DEL in flight may show as a problem\n",
         );
     }
     out

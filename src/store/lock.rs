@@ -50,6 +50,21 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
             }
             open()
         }
+        // A reader given the state read-only (the DaemonSet's metrics container, a debug pod)
+        // can still lock an existing lock file: flock(2) does not care how the file was
+        // opened. A writer there fails anyway, at its first write, with the same cause.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EROFS | nix::libc::EACCES | nix::libc::EPERM)
+            ) =>
+        {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .open(path)
+                .map_err(|_| e)
+        }
         other => other,
     }
     .with_context(|| format!("open lock file {}", path.display()))
