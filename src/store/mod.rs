@@ -133,9 +133,10 @@ impl<'a> Store<'a> {
         if changed || doc.rewrite {
             doc.value
                 .stamp(&plugin_version(), &rfc3339_nano(SystemTime::now()));
-            // About the size of the file it replaces: one allocation.
-            let size = doc.stamp.map_or(0, |s| s.size as usize);
-            write_atomic(&self.path, &to_go_json_sized(&doc.value, size + 4096)?)
+            // Serialized straight into the temp file through a fixed buffer: no second copy of
+            // a file that grows with the pods (in a process this short, fresh memory is paid
+            // page by page).
+            write_atomic_with(&self.path, |w| write_go_json(&doc.value, w))
                 .with_context(|| format!("write state file {}", self.path.display()))?;
         }
         Ok(out)
@@ -272,22 +273,31 @@ fn corrupt(path: &Path, why: String) -> Error {
 /// Go's `json.MarshalIndent(v, "", "\t")`: tab-indented, no trailing newline (serde_json's
 /// pretty formatter with a tab indent writes the same bytes).
 pub fn to_go_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    to_go_json_sized(value, 4096)
+    let mut out = Vec::with_capacity(4096);
+    write_go_json(value, &mut out)?;
+    Ok(out)
 }
 
-fn to_go_json_sized<T: Serialize>(value: &T, capacity: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(capacity);
+fn write_go_json<T: Serialize>(value: &T, w: &mut dyn Write) -> Result<()> {
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
     value
-        .serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))
-        .map_err(|e| Error::new(Code::Internal, format!("serialize state: {e}")))?;
-    Ok(out)
+        .serialize(&mut serde_json::Serializer::with_formatter(w, fmt))
+        .map_err(|e| match e.io_error_kind() {
+            // The file system's error (full, read-only) as it was, not ours.
+            Some(_) => Error::from(std::io::Error::from(e)),
+            None => Error::new(Code::Internal, format!("serialize state: {e}")),
+        })
 }
 
 /// Temp file (0600) in the same directory, fsync, rename over `path`, fsync the directory.
 /// The temp name is fixed: callers hold the store lock, so there is one writer at a time, and
 /// a temp file left by a writer killed mid-way is simply replaced by the next one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes).map_err(Error::from))
+}
+
+/// `write_atomic` of what `fill` writes (through a 64 KiB buffer).
+fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -302,13 +312,15 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Err(e) => return Err(Error::from(e).context(format!("remove stale {}", tmp.display()))),
     }
     let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
             .open(&tmp)?;
-        f.write_all(bytes)?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| Error::from(e.into_error()))?;
         f.sync_data()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
