@@ -85,23 +85,49 @@ struct Call {
     bin: PathBuf,
     env: Env,
     stdin: Vec<u8>,
+    /// Measure the plugin's peak RSS through GNU time (its `ms` then includes time's fork).
+    rss: bool,
+}
+
+impl Call {
+    fn measuring_rss(mut self) -> Call {
+        self.rss = true;
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
 struct Sample {
     ms: f64,
     ok: bool,
+    /// Only for a `Call::measuring_rss`; 0 otherwise.
     rss_kb: i64,
     out: String,
 }
 
+/// The peak RSS of a process spawned from this harness cannot be taken from `wait4`: the
+/// child is vfork'd (posix_spawn), and at its exec the kernel records the high-water mark of
+/// the memory it leaves, this harness's, as the child's own (`ru_maxrss` is then at least
+/// ours). GNU time is small and forks the plugin from itself: its `%M` is the plugin's.
+const TIME: &str = "/usr/bin/time";
+const RSS_TAG: &str = "azv-bench-maxrss-kib";
+
 fn spawn(c: &Call) -> std::process::Child {
-    let mut child = Command::new(&c.bin)
+    let mut cmd = if c.rss {
+        let mut t = Command::new(TIME);
+        t.args(["-f", &format!("{RSS_TAG} %M")]).arg(&c.bin);
+        t.stderr(Stdio::piped());
+        t
+    } else {
+        let mut t = Command::new(&c.bin);
+        t.stderr(Stdio::null());
+        t
+    };
+    let mut child = cmd
         .env_clear()
         .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e}", c.bin.display()));
     if let Some(mut si) = child.stdin.take() {
@@ -110,27 +136,35 @@ fn spawn(c: &Call) -> std::process::Child {
     child
 }
 
-/// wait4: exit status and the child's own peak RSS (std's wait gives no rusage).
-fn wait4(pid: u32) -> (bool, i64) {
+/// waitpid: whether the child exited 0.
+fn wait_ok(pid: u32) -> bool {
     let mut status = 0;
-    // SAFETY: plain syscall on our own child; the rusage struct is fully written by the kernel.
-    let mut ru: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { nix::libc::wait4(pid as i32, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid as i32, "wait4");
-    let ok = nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0;
-    (ok, ru.ru_maxrss)
+    // SAFETY: plain syscall on our own child.
+    let r = unsafe { nix::libc::waitpid(pid as i32, &mut status, 0) };
+    assert_eq!(r, pid as i32, "waitpid");
+    nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0
 }
 
-// Reaped by wait4 above (std's wait gives no rusage), which clippy cannot see.
+// Reaped by wait_ok above, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 fn exec(c: &Call) -> Sample {
     let t = Instant::now();
     let mut child = spawn(c);
-    let (ok, rss_kb) = wait4(child.id());
+    let ok = wait_ok(child.id());
     let ms = t.elapsed().as_secs_f64() * 1e3;
     let mut out = String::new();
     if let Some(mut so) = child.stdout.take() {
         let _ = so.read_to_string(&mut out);
+    }
+    let mut rss_kb = 0;
+    if let Some(mut se) = child.stderr.take() {
+        let mut err = String::new();
+        let _ = se.read_to_string(&mut err);
+        rss_kb = err
+            .lines()
+            .find_map(|l| l.strip_prefix(RSS_TAG))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS from {TIME}: {err}"));
     }
     Sample {
         ms,
@@ -141,11 +175,11 @@ fn exec(c: &Call) -> Sample {
 }
 
 /// All at once: spawn every call, then wait for all. (makespan ms, failures)
-#[allow(clippy::zombie_processes)] // reaped by wait4
+#[allow(clippy::zombie_processes)] // reaped by wait_ok
 fn burst(calls: &[Call]) -> (f64, usize) {
     let t = Instant::now();
     let children: Vec<_> = calls.iter().map(spawn).collect();
-    let failures = children.iter().filter(|c| !wait4(c.id()).0).count();
+    let failures = children.iter().filter(|c| !wait_ok(c.id())).count();
     (t.elapsed().as_secs_f64() * 1e3, failures)
 }
 
@@ -442,7 +476,7 @@ struct Variant {
 }
 
 /// Sequential ADD over pods 0..n, then DEL, the two systems taking turns: latencies (ms) of
-/// ours and the reference, and the peak RSS of each main plugin.
+/// ours and the reference.
 #[allow(clippy::too_many_arguments)] // the two systems' pieces, side by side
 fn sequential(
     a: &Worker,
@@ -453,9 +487,8 @@ fn sequential(
     ref_conf: &[u8],
     pods: &[Vec<PathBuf>],
     n: usize,
-) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, i64, i64) {
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut add_o, mut add_r, mut del_o, mut del_r) = (vec![], vec![], vec![], vec![]);
-    let (mut rss_o, mut rss_r) = (0i64, 0i64);
     for cmd in ["ADD", "DEL"] {
         for (i, (op, rp)) in pods[0].iter().zip(&pods[1]).enumerate().take(n) {
             let cid = format!("{}{i}", v.prefix);
@@ -475,8 +508,6 @@ fn sequential(
                 "{}: reference {cmd} pod {i} failed: {}",
                 v.name, sr.out
             );
-            rss_o = rss_o.max(so.rss_kb);
-            rss_r = rss_r.max(sr.rss_kb);
             let (vo, vr) = if cmd == "ADD" {
                 (&mut add_o, &mut add_r)
             } else {
@@ -487,7 +518,7 @@ fn sequential(
         }
         eprintln!("{}: sequential {cmd} done", v.name);
     }
-    (add_o, add_r, del_o, del_r, rss_o, rss_r)
+    (add_o, add_r, del_o, del_r)
 }
 
 fn call(
@@ -511,6 +542,7 @@ fn call(
         bin: bin.to_path_buf(),
         env,
         stdin: stdin.to_vec(),
+        rss: false,
     }
 }
 
@@ -668,6 +700,7 @@ fn main() {
         bin: bin.to_path_buf(),
         env: vec![("CNI_COMMAND".into(), "VERSION".into())],
         stdin: br#"{"cniVersion":"0.3.0"}"#.to_vec(),
+        rss: false,
     };
     for _ in 0..50 {
         for (name, bin) in [
@@ -689,7 +722,7 @@ fn main() {
         let rc = ref_conf(hl);
         seq.push(sequential(&a, &b, v, &ptp, &ours_conf, &rc, &pods, n));
     }
-    let (add_o, add_r, del_o, del_r, rss_vnet, rss_ptp) = seq[0].clone();
+    let (add_o, add_r, del_o, del_r) = seq[0].clone();
     let main_variant = &variants[0].0;
     let main_ref_conf = ref_conf(&variants[0].1);
 
@@ -730,35 +763,70 @@ fn main() {
     let fp = fresh_pods(&netns_dir, &[("f", o.floor)], &nodes).remove(0);
     let floor_ms = a.floor(fp, 5);
 
-    // 5. The IPAM plugins run on their own (by another main plugin): peak RSS.
-    let (mut rss_ipam, mut rss_hl) = (0i64, 0i64);
-    for i in 0..20 {
-        for cmd in ["ADD", "DEL"] {
-            let cid = format!("ipam-{i}");
-            let s = a.exec(call(
+    // 5. Peak RSS, with the state at its largest: n pods added one after the other (the first
+    //    and the last measured), the first one's DEL measured, then each IPAM plugin on its own
+    //    (ADD and DEL of one more container, as another main plugin would run it), then the
+    //    other DELs. Measured through GNU time: see `spawn`.
+    let pods = fresh_pods(&netns_dir, &[("o", n), ("r", n)], &nodes);
+    let (mut rss_vnet, mut rss_ptp, mut rss_ipam, mut rss_hl) = (0i64, 0i64, 0i64, 0i64);
+    let v = main_variant;
+    let mut pair = |cmd: &str, i: usize, measured: bool| {
+        let (cid, pod) = (format!("rss-{i}"), format!("p{i}"));
+        let mut oc = call(&v.bin, &v.ours, cmd, &cid, &pods[0][i], &pod, &ours_conf);
+        let mut rc = call(&ptp, &ref_env, cmd, &cid, &pods[1][i], &pod, &main_ref_conf);
+        if measured {
+            (oc, rc) = (oc.measuring_rss(), rc.measuring_rss());
+        }
+        let (so, sr) = (a.exec(oc), b.exec(rc));
+        assert!(
+            so.ok && sr.ok,
+            "rss pass {cmd} {i}: {} / {}",
+            so.out,
+            sr.out
+        );
+        if measured {
+            rss_vnet = rss_vnet.max(so.rss_kb);
+            rss_ptp = rss_ptp.max(sr.rss_kb);
+        }
+    };
+    for i in 0..n {
+        pair("ADD", i, i == 0 || i == n - 1);
+    }
+    pair("DEL", 0, true);
+    for cmd in ["ADD", "DEL"] {
+        let s = a.exec(
+            call(
                 &ours_ipam,
-                &main_variant.ours,
+                &v.ours,
                 cmd,
-                &cid,
+                "rss-ipam",
                 Path::new("/x"),
                 "x",
                 &ours_conf,
-            ));
-            assert!(s.ok, "azure-vnet-ipam {cmd}: {}", s.out);
-            rss_ipam = rss_ipam.max(s.rss_kb);
-            let s = b.exec(call(
+            )
+            .measuring_rss(),
+        );
+        assert!(s.ok, "azure-vnet-ipam {cmd}: {}", s.out);
+        rss_ipam = rss_ipam.max(s.rss_kb);
+        let s = b.exec(
+            call(
                 &host_local,
                 &ref_env,
                 cmd,
-                &cid,
+                "rss-ipam",
                 Path::new("/x"),
                 "x",
                 &main_ref_conf,
-            ));
-            assert!(s.ok, "host-local {cmd}: {}", s.out);
-            rss_hl = rss_hl.max(s.rss_kb);
-        }
+            )
+            .measuring_rss(),
+        );
+        assert!(s.ok, "host-local {cmd}: {}", s.out);
+        rss_hl = rss_hl.max(s.rss_kb);
     }
+    for i in 1..n {
+        pair("DEL", i, false);
+    }
+    eprintln!("peak RSS pass: done");
 
     // ---- report ---------------------------------------------------------------------------
     let vlog = base.join("log/azure-vnet.log");
@@ -894,7 +962,7 @@ fn main() {
         last10(&del_r),
     );
     for (i, (v, _)) in variants.iter().enumerate().skip(1) {
-        let (ao, ar, del_o_v, dr, _, _) = &seq[i];
+        let (ao, ar, del_o_v, dr) = &seq[i];
         row(
             &format!("ADD median, {} (ms)", v.name),
             median(ao),
@@ -993,13 +1061,12 @@ fn main() {
     let variants_json: Vec<Value> = variants
         .iter()
         .zip(&seq)
-        .map(|((v, _), (ao, ar, del_o_v, dr, ro, rr))| {
+        .map(|((v, _), (ao, ar, del_o_v, dr))| {
             json!({
                 "variant": v.name,
                 "ms": {"ours": {"add": ao, "del": del_o_v}, "reference": {"add": ar, "del": dr}},
                 "addMedian": {"ours": median(ao), "reference": median(ar)},
                 "delMedian": {"ours": median(del_o_v), "reference": median(dr)},
-                "peakRssKiB": {"ours": ro, "reference": rr},
             })
         })
         .collect();

@@ -19,7 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containernetworking-plugins golang-go golang-github-appc-cni-dev iproute2 iptables
       iputils-ping curl xz-utils ca-certificates busybox-static python3 containerd runc
-      gcc libc6-dev protobuf-compiler podman conmon util-linux mount python3-venv)
+      gcc libc6-dev protobuf-compiler podman conmon util-linux mount python3-venv time)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
