@@ -308,25 +308,17 @@ mod tests {
         assert_eq!(msgs, ["w", "done"]);
         assert_eq!(Level::parse("bogus"), Level::Info);
         // Rotation at the configured size, with the configured number of backups.
-        for _ in 0..3 {
-            drop(Logger::open(
-                &LogConfig {
-                    max_bytes: 100,
-                    backups: 2,
-                    ..cfg(&dir)
-                },
-                "lv",
-            ));
-            std::fs::write(dir.join("lv.log"), vec![b'x'; 150]).unwrap();
+        let small = LogConfig {
+            max_bytes: 100,
+            backups: 2,
+            ..cfg(&dir)
+        };
+        for i in 0..4 {
+            drop(Logger::open(&small, "lv"));
+            if i < 3 {
+                std::fs::write(dir.join("lv.log"), vec![b'x'; 150]).unwrap();
+            }
         }
-        drop(Logger::open(
-            &LogConfig {
-                max_bytes: 100,
-                backups: 2,
-                ..cfg(&dir)
-            },
-            "lv",
-        ));
         assert!(dir.join("lv.log.1").exists() && dir.join("lv.log.2").exists());
         assert!(!dir.join("lv.log.3").exists());
         std::fs::remove_dir_all(dir).unwrap();
