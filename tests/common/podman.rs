@@ -6,7 +6,7 @@
 //! (containers.conf given by CONTAINERS_CONF), and podman runs (through `scripts/cri-node.py
 //! exec`) in the node's network namespace and a private mount namespace held by
 //! `scripts/cri-node.py hold` (a tmpfs on /run for the netns pins podman makes at
-//! /run/netns/netns-*, a private /var/lib/cni for libcni's cache, a private /var/tmp). Drop removes the containers
+//! /run/netns/netns-*, a private /var/lib/cni for libcni's cache, a private /var/tmp and /dev/shm). Drop removes the containers
 //! (their DELs run), stops the holder, kills any conmon left and removes the cgroups podman made.
 
 use super::cri::{need_cmd, need_file, sweep, PATH};
@@ -42,7 +42,15 @@ impl Podman {
         // conmon daemonizes: if the holder dies before it, it is reparented to us.
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
         let dir = TempDir::new("podman");
-        for d in ["net.d", "bin", "storage", "runroot", "tmp", "libpod-tmp"] {
+        for d in [
+            "net.d",
+            "bin",
+            "storage",
+            "runroot",
+            "tmp",
+            "libpod-tmp",
+            "shm",
+        ] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         let name = conflist["name"].as_str().expect("a conflist name");
@@ -88,6 +96,9 @@ image_copy_tmp_dir = "{d}/tmp"
             // containers/image unpacks archives in /var/tmp whatever TMPDIR says
             .arg("--bind")
             .arg(format!("{}:/var/tmp", dir.join("tmp").display()))
+            // podman's lock table is a POSIX shared memory object, /dev/shm/libpod_lock
+            .arg("--bind")
+            .arg(format!("{}:/dev/shm", dir.join("shm").display()))
             .env_clear()
             .env("PATH", PATH)
             .stdin(Stdio::null())
