@@ -45,6 +45,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{json, Value};
 
+#[path = "../tests/common/cgroups.rs"]
+mod cgroups;
+use cgroups::CgroupSweep;
+
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn repo() -> PathBuf {
@@ -144,7 +148,7 @@ struct Teardown {
     base: PathBuf,
     holders: Vec<(PathBuf, Child)>,
     wireserver: Option<Child>,
-    cgroups_before: BTreeSet<PathBuf>,
+    cgroups: CgroupSweep,
 }
 
 static STATE: Mutex<Option<Teardown>> = Mutex::new(None);
@@ -179,14 +183,7 @@ fn teardown() {
         let _ = ws.wait();
     }
     sweep(&t.base.display().to_string());
-    let mut left: Vec<PathBuf> = runc_cgroups()
-        .difference(&t.cgroups_before)
-        .cloned()
-        .collect();
-    left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for cg in left {
-        let _ = std::fs::remove_dir(cg);
-    }
+    t.cgroups.remove_new();
     let _ = Command::new(repo().join("scripts/testbed.sh"))
         .args(["down", &t.tag])
         .status();
@@ -247,25 +244,6 @@ fn sweep(needle: &str) {
             Err(_) => break, // no child left
         }
     }
-}
-
-/// runc's cgroup parent for CRI's containers (`<hierarchy>/k8s.io`, cgroupfs) and its children.
-fn runc_cgroups() -> BTreeSet<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut parents = vec![root.join("k8s.io")];
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        parents.push(e.path().join("k8s.io"));
-    }
-    let mut out = BTreeSet::new();
-    for p in parents.into_iter().filter(|p| p.is_dir()) {
-        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.insert(e.path());
-            }
-        }
-        out.insert(p);
-    }
-    out
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -497,7 +475,7 @@ fn main() {
         base: base.clone(),
         holders: Vec::new(),
         wireserver: None,
-        cgroups_before: runc_cgroups(),
+        cgroups: CgroupSweep::new("k8s.io"),
     });
     let _guard = Guard;
     let node_a = format!("{tag}-node-a");

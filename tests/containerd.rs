@@ -24,6 +24,7 @@
 //! removed on Drop, so a failed assertion leaves nothing behind.
 
 mod common;
+use common::cri::procs;
 use common::*;
 
 use std::collections::BTreeSet;
@@ -141,29 +142,6 @@ fn pids_mentioning(needle: &str) -> Vec<i32> {
                 out.push(pid);
             }
         }
-    }
-    out
-}
-
-/// One line of /proc/<pid>/stat: (pid, comm, state, ppid).
-fn procs() -> Vec<(i32, String, char, i32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // "<pid> (<comm>) <state> <ppid> ...": comm may contain spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        out.push((pid, comm, state, ppid));
     }
     out
 }

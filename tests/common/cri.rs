@@ -12,6 +12,7 @@
 //! kills what is left; the fixture sweeps after it if it died), so a failing assertion leaves
 //! no process, mount or namespace behind.
 
+use super::cgroups::CgroupSweep;
 use super::*;
 
 use std::collections::BTreeSet;
@@ -254,7 +255,7 @@ pub struct CriNode {
     /// The plugins' log directory (AZURE_VNET_LOG_DIR), for diagnostics.
     pub plugin_logs: Option<PathBuf>,
     holder: Option<Child>,
-    cgroups_before: BTreeSet<PathBuf>,
+    cgroups: CgroupSweep,
     _one: MutexGuard<'static, ()>,
 }
 
@@ -303,7 +304,7 @@ impl CriNode {
                 .map(|(_, v)| PathBuf::from(v)),
             dir,
             holder: Some(holder),
-            cgroups_before: runc_cgroups(),
+            cgroups: CgroupSweep::new("k8s.io"),
             _one: one,
         };
         let ready = Command::new("python3")
@@ -698,35 +699,8 @@ impl Drop for CriNode {
         sweep(&self.dir.path().display().to_string());
         // runc's cgroups of containers it could not delete (the holder died): empty once their
         // processes are gone.
-        let mut left: Vec<PathBuf> = runc_cgroups()
-            .difference(&self.cgroups_before)
-            .cloned()
-            .collect();
-        left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for cg in left {
-            let _ = std::fs::remove_dir(cg);
-        }
+        self.cgroups.remove_new();
     }
-}
-
-/// `<hierarchy>/k8s.io` (runc's cgroup parent for CRI's containers, cgroupfs driver) and the
-/// containers' cgroups in it.
-fn runc_cgroups() -> BTreeSet<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut parents = vec![root.join("k8s.io")];
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        parents.push(e.path().join("k8s.io"));
-    }
-    let mut out = BTreeSet::new();
-    for p in parents.into_iter().filter(|p| p.is_dir()) {
-        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                out.insert(e.path());
-            }
-        }
-        out.insert(p);
-    }
-    out
 }
 
 /// `nsenter --net=<pod> <args>` from the test's mount namespace: stdout, or panic.
@@ -779,6 +753,7 @@ pub fn procs() -> Vec<(i32, String, char, i32)> {
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
             continue;
         };
+        // "<pid> (<comm>) <state> <ppid> ...": comm may contain spaces and parentheses.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };

@@ -4,6 +4,7 @@
 //! assertion leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod cgroups;
 pub mod cri;
 pub mod podman;
 

@@ -9,6 +9,7 @@
 //! /run/netns/netns-*, a private /var/lib/cni for libcni's cache, a private /var/tmp and /dev/shm). Drop removes the containers
 //! (their DELs run), stops the holder, kills any conmon left and removes the cgroups podman made.
 
+use super::cgroups::CgroupSweep;
 use super::cri::{need_cmd, need_file, sweep, PATH};
 use super::*;
 
@@ -20,7 +21,7 @@ pub const IMAGE: &str = "localhost/rcbusybox:latest";
 pub struct Podman {
     pub dir: TempDir,
     holder: Option<Child>,
-    cgroups_before: BTreeSet<PathBuf>,
+    cgroups: CgroupSweep,
 }
 
 fn preflight() {
@@ -109,7 +110,7 @@ image_copy_tmp_dir = "{d}/tmp"
         let pm = Podman {
             dir,
             holder: Some(holder),
-            cgroups_before: podman_cgroups(),
+            cgroups: CgroupSweep::new("libpod_parent"),
         };
         let ready = Command::new("python3")
             .arg(repo().join("scripts/cri-node.py"))
@@ -230,35 +231,6 @@ impl Drop for Podman {
         }
         // conmon (its command line names our paths) and the containers under it, if any.
         sweep(&self.dir.path().display().to_string());
-        let mut left: Vec<PathBuf> = podman_cgroups()
-            .difference(&self.cgroups_before)
-            .cloned()
-            .collect();
-        left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for cg in left {
-            let _ = std::fs::remove_dir(cg);
-        }
+        self.cgroups.remove_new();
     }
-}
-
-/// `<hierarchy>/libpod_parent` (podman's cgroup parent with cgroupfs) and every cgroup in it.
-fn podman_cgroups() -> BTreeSet<PathBuf> {
-    fn walk(p: &Path, out: &mut BTreeSet<PathBuf>) {
-        out.insert(p.to_path_buf());
-        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let root = Path::new("/sys/fs/cgroup");
-    let mut parents = vec![root.join("libpod_parent")];
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        parents.push(e.path().join("libpod_parent"));
-    }
-    let mut out = BTreeSet::new();
-    for p in parents.into_iter().filter(|p| p.is_dir()) {
-        walk(&p, &mut out);
-    }
-    out
 }
