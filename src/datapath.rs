@@ -128,15 +128,17 @@ pub struct PodHandles {
     accept_ra: Option<std::fs::File>,
 }
 
-/// Open the pod's handles on a short thread inside the pod's namespace while the caller, which
-/// stays where it is, runs `meanwhile` (the IPAM plugin); both results are returned.
-pub fn open_pod_while<R>(
+/// On a short thread, set the host sysctls ([`prepare_host`]), then open the pod's handles
+/// from inside the pod's namespace, while the caller, which stays where it is, runs
+/// `meanwhile` (the IPAM plugin); the three results are returned.
+pub fn prepare_while<R>(
     pod: &Netns,
     plan: &Plan,
     meanwhile: impl FnOnce() -> R,
-) -> (Result<PodHandles>, R) {
+) -> (Result<()>, Result<PodHandles>, R) {
     let key = format!("net/ipv6/conf/{}/accept_ra", plan.ifname);
     pod.run_while(
+        || prepare_host(plan),
         || {
             Ok(PodHandles {
                 socket: Netlink::open_socket()?,
@@ -147,7 +149,7 @@ pub fn open_pod_while<R>(
     )
 }
 
-/// Pod side, once the address is known, through the handles [`open_pod_while`] opened: no
+/// Pod side, once the address is known, through the handles [`prepare_while`] opened: no
 /// router advertisements on the pod end (before it comes up, as upstream), then one batch that
 /// the kernel applies in order (up with the master's MTU, the address, which creates the
 /// subnet route, then its removal, the two routes, the neighbour). A failure anywhere is undone

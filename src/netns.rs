@@ -58,30 +58,36 @@ impl Netns {
 
     /// Run `f` on a fresh thread that has entered this namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        self.run_while(f, || ()).0
+        self.run_while(|| Ok(()), f, || ()).1
     }
 
-    /// Run `f` on a fresh thread that has entered this namespace while the calling thread,
-    /// which stays where it is, runs `meanwhile`; both results are returned.
-    pub fn run_while<T: Send, R>(
+    /// On a fresh thread, run `here` in the caller's namespace, then enter this one and run
+    /// `f`, while the calling thread, which stays where it is, runs `meanwhile`; the three
+    /// results are returned.
+    pub fn run_while<H: Send, T: Send, R>(
         &self,
+        here: impl FnOnce() -> Result<H> + Send,
         f: impl FnOnce() -> Result<T> + Send,
         meanwhile: impl FnOnce() -> R,
-    ) -> (Result<T>, R) {
+    ) -> (Result<H>, Result<T>, R) {
         let fd = self.fd();
         std::thread::scope(|s| {
             let handle = s.spawn(move || {
-                setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                    Error::os(Code::Internal, &std::io::Error::from(e))
-                        .context(format!("enter netns {}", self.path.display()))
-                })?;
-                f()
+                let h = here();
+                let t = setns(fd, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| {
+                        Error::os(Code::Internal, &std::io::Error::from(e))
+                            .context(format!("enter netns {}", self.path.display()))
+                    })
+                    .and_then(|()| f());
+                (h, t)
             });
             let r = meanwhile();
-            let t = handle.join().unwrap_or_else(|_| {
-                Err(Error::new(Code::Internal, "netns worker thread panicked"))
+            let (h, t) = handle.join().unwrap_or_else(|_| {
+                let panicked = || Error::new(Code::Internal, "netns worker thread panicked");
+                (Err(panicked()), Err(panicked()))
             });
-            (t, r)
+            (h, t, r)
         })
     }
 }

@@ -90,8 +90,8 @@ fn check_mode(req: &Request) -> Result<()> {
 /// One attachment per container: azure-vnet-ipam hands out one address per container ID, and
 /// the host veth is named after the pod, so a second interface would share the first one's
 /// address and replace its veth (upstream has the same limit, silently).
-fn refuse_second_attachment(file: &NetworkFile, req: &Request) -> Result<()> {
-    match file.records_of(&req.env.container_id)?.first() {
+fn refuse_second_attachment(mine: &record::Mine, req: &Request) -> Result<()> {
+    match mine.first() {
         Some((net, key, _)) => Err(runtime(format!(
             "container {} already has an azure-vnet endpoint ({key} in network {net}): one attachment per container",
             req.env.container_id
@@ -198,8 +198,13 @@ fn leftover_of_this_pod(host: &Netlink, link: &Link, req: &Request) -> bool {
 /// DEL of a container with no record here: state lost, a repeated DEL, or an ADD interrupted
 /// before its record. Release by container ID, and remove this pod's host veth if no record
 /// claims it (spec A.3.5). The caller holds the veth lock.
-fn del_unrecorded(req: &Request, id: &Ident, file: &NetworkFile) -> Result<()> {
-    if let Some((net, key, _)) = file.records_of(&req.env.container_id)?.first() {
+fn del_unrecorded(
+    req: &Request,
+    id: &Ident,
+    file: &NetworkFile,
+    mine: &record::Mine,
+) -> Result<()> {
+    if let Some((net, key, _)) = mine.first() {
         // The container's one attachment is another one (network or interface): its
         // address and veth are not this DEL's to touch.
         req.log.info(
@@ -242,7 +247,8 @@ impl Plugin for NetworkPlugin {
         // Read the records before anything is done: a state file we could not update at the
         // end is refused now, before IPAM or the kernel are touched.
         let loaded = store.load()?;
-        if let Some((key, ep)) = record::find(&loaded.value, req, &id)? {
+        let mine = record::mine(&loaded.value, req)?;
+        if let Some((key, ep)) = record::find(&mine, req, &id) {
             // Spec A.3.3: a repeated ADD answers again and leaves the working pod alone.
             req.log.info(
                 "endpoint exists; returning its result",
@@ -250,7 +256,7 @@ impl Plugin for NetworkPlugin {
             );
             return Ok(record::result(&loaded.value, req, &ep));
         }
-        refuse_second_attachment(&loaded.value, req)?;
+        refuse_second_attachment(&mine, req)?;
         watch.lap("stateRead");
         if datapath::ensure_ip_forward()? {
             req.log
@@ -273,17 +279,15 @@ impl Plugin for NetworkPlugin {
         });
         watch.lap("vethCreate");
 
-        // The address. While the IPAM plugin runs, what does not need the address is done:
-        // the host sysctls, and a thread in the pod opens what must be opened from there. The
-        // answer is waited for whatever happens, so an address it handed out is released by
-        // the guard. (The veth pair is created before an exec'd IPAM, not during it: the
+        // The address. While the IPAM plugin runs, a short thread does what does not need
+        // the address: the host sysctls, then, from inside the pod, it opens what must be
+        // opened from there. The answer is waited for whatever happens, so an address it
+        // handed out is released by the guard. (The veth pair is created before an exec'd IPAM, not during it: the
         // kernel's netdev registration waits for the other CPU, which the exec keeps busy.)
         let to_ipam = |e: Error| e.context("Failed to allocate pool: Failed to delegate");
         let subnet = loaded.value.first_subnet(&req.conf.conf.name);
         let pending = ipam::spawn_add(req, subnet).map_err(to_ipam)?;
-        let (pod_handles, (host_done, out)) = datapath::open_pod_while(&pod, &plan, || {
-            (datapath::prepare_host(&plan), pending.wait())
-        });
+        let (host_done, pod_handles, out) = datapath::prepare_while(&pod, &plan, || pending.wait());
         // An IPAM failure is the answer even if preparing failed too: it came first, as in a
         // sequential ADD.
         let out = out.map_err(to_ipam)?;
@@ -356,8 +360,9 @@ impl Plugin for NetworkPlugin {
         // This container's record for this interface.
         let loaded = store.load::<NetworkFile>()?;
         watch.lap("stateRead");
-        let Some((key, ep)) = record::find(&loaded.value, req, &id)? else {
-            return del_unrecorded(req, &id, &loaded.value);
+        let mine = record::mine(&loaded.value, req)?;
+        let Some((key, ep)) = record::find(&mine, req, &id) else {
+            return del_unrecorded(req, &id, &loaded.value, &mine);
         };
 
         // Host routes, the record, then the address. The veth stays: its peer is in the pod
@@ -389,7 +394,8 @@ impl Plugin for NetworkPlugin {
         let id = Ident::of(&req.env);
         let pod = netns_of(req)?;
         let file: NetworkFile = store(req).load()?.value;
-        let (key, ep) = record::find(&file, req, &id)?.ok_or_else(|| {
+        let mine = record::mine(&file, req)?;
+        let (key, ep) = record::find(&mine, req, &id).ok_or_else(|| {
             runtime(format!(
                 "no endpoint for container {} interface {} in network {}",
                 req.env.container_id, req.env.ifname, req.conf.conf.name

@@ -19,17 +19,20 @@ use crate::network::state::{
     RouteInfo, SubnetInfo,
 };
 
-/// This container's endpoint for this interface in the request's network, under either ID.
-pub(crate) fn find(
-    file: &NetworkFile,
-    req: &Request,
-    id: &Ident,
-) -> Result<Option<(String, Endpoint)>> {
-    let (cid, net) = (&req.env.container_id, &req.conf.conf.name);
-    let found = file.select(Some(cid), |n, k, e| {
-        n == net && e.container_id == *cid && id.is_key(k)
-    })?;
-    Ok(found.into_iter().next().map(|(_, k, e)| (k, e)))
+/// This container's records, in any network: (network, key, record). One pass over the file.
+pub(crate) type Mine = Vec<(String, String, Endpoint)>;
+
+pub(crate) fn mine(file: &NetworkFile, req: &Request) -> Result<Mine> {
+    file.records_of(&req.env.container_id)
+}
+
+/// Among the container's records, its endpoint for this interface in the request's network,
+/// under either ID.
+pub(crate) fn find(mine: &Mine, req: &Request, id: &Ident) -> Option<(String, Endpoint)> {
+    let net = &req.conf.conf.name;
+    mine.iter()
+        .find(|(n, k, _)| n == net && id.is_key(k))
+        .map(|(_, k, e)| (k.clone(), e.clone()))
 }
 
 /// DNS the endpoint gets: the conflist's `dns` if it names servers, else the IPAM's (upstream
@@ -298,9 +301,8 @@ pub fn add_then_find(
         .map_err(|e| format!("insert: {e}"))?;
     let text = to_go_json(&file).map_err(|e| format!("serialize: {e}"))?;
     let back: NetworkFile = parse_state(path, &text).map_err(|e| format!("reload: {e}"))?;
-    let (k, found) = find(&back, &req, &id)
-        .map_err(|e| format!("find: {e}"))?
-        .ok_or("the record written is not found again")?;
+    let mine = mine(&back, &req).map_err(|e| format!("find: {e}"))?;
+    let (k, found) = find(&mine, &req, &id).ok_or("the record written is not found again")?;
     if k != key || found != (Endpoint { id: key, ..ep }) {
         return Err(format!("found {k:?} {found:?}"));
     }
@@ -426,7 +428,7 @@ mod tests {
             let (v, log) = (vars(cid, ifname, pod), Logger::discard());
             let req = request(&v, &log, CONF);
             let id = Ident::of(&req.env);
-            let (k, ep) = find(&file, &req, &id).unwrap().expect(cid);
+            let (k, ep) = find(&mine(&file, &req).unwrap(), &req, &id).expect(cid);
             assert_eq!(k, key);
             assert_eq!(ep.id, key);
             assert_eq!(ep.pod_name, pod);

@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::encoding::{GoBytes, GoIp, GoIpNet};
 use crate::error::{Code, Error, Result};
 use crate::store::schema::state_struct;
-use crate::store::StateFile;
+use crate::store::{RawJson, StateFile};
 
 state_struct! {
     pub struct NetworkFile {
@@ -130,19 +129,14 @@ state_struct! {
 const ENDPOINT_DEPTH: usize = 7;
 
 /// One endpoint record as JSON text.
-#[derive(Debug, Clone)]
-pub struct RawEndpoint(Box<RawValue>);
-
-impl PartialEq for RawEndpoint {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
+/// An endpoint record as the JSON text it was read as (a view of the loaded file, see
+/// `store::shared`), or as written by ADD.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEndpoint(RawJson);
 
 impl Default for RawEndpoint {
     fn default() -> Self {
-        // "{}" is valid JSON, so this cannot fail.
-        RawEndpoint(RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!()))
+        RawEndpoint(RawJson::from_string("{}".into()).unwrap_or_else(|_| unreachable!()))
     }
 }
 
@@ -154,7 +148,7 @@ impl Serialize for RawEndpoint {
 
 impl<'de> Deserialize<'de> for RawEndpoint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(d)?;
+        let raw = RawJson::deserialize(d)?;
         if !raw.get().starts_with('{') {
             return Err(serde::de::Error::custom(
                 "an endpoint record must be an object",
@@ -180,15 +174,16 @@ impl RawEndpoint {
             .map_err(|e| Error::new(Code::Internal, e.to_string()))?;
         // JSON strings cannot hold a raw newline, so every '\n' here is layout.
         let text = text.replace('\n', &format!("\n{}", "\t".repeat(ENDPOINT_DEPTH)));
-        RawValue::from_string(text)
+        RawJson::from_string(text)
             .map(RawEndpoint)
             .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
     }
 
     /// Whether the record's text contains `quoted` (a JSON string, see
     /// `store::json_string`): a filter before parsing.
-    pub fn mentions(&self, quoted: &str) -> bool {
-        self.0.get().contains(quoted)
+    /// Whether the record's text holds `needle` (a JSON string, quotes included).
+    pub fn mentions(&self, needle: &memchr::memmem::Finder) -> bool {
+        needle.find(self.0.get().as_bytes()).is_some()
     }
 }
 
@@ -293,11 +288,14 @@ impl NetworkFile {
         needle: Option<&str>,
         pred: impl Fn(&str, &str, &Endpoint) -> bool,
     ) -> Result<Vec<(String, String, Endpoint)>> {
+        // A record can only match if its text holds the needle, JSON-quoted: one searcher for
+        // all of them, and only those records are parsed.
         let quoted = needle.map(crate::store::json_string);
+        let finder = quoted.as_deref().map(memchr::memmem::Finder::new);
         let mut out = Vec::new();
         for (net, n) in self.networks() {
             for (k, raw) in &n.endpoints {
-                if quoted.as_deref().is_none_or(|q| raw.mentions(q)) {
+                if finder.as_ref().is_none_or(|f| raw.mentions(f)) {
                     let ep = raw.parse()?;
                     if pred(net, k, &ep) {
                         out.push((net.clone(), k.clone(), ep));
@@ -434,7 +432,8 @@ mod tests {
             ("a\"b", false),
         ] {
             let quoted = crate::store::json_string(needle);
-            assert_eq!(raw.mentions(&quoted), want, "{needle}");
+            let finder = memchr::memmem::Finder::new(&quoted);
+            assert_eq!(raw.mentions(&finder), want, "{needle}");
         }
         assert!(
             serde_json::from_str::<RawEndpoint>("[1]").is_err(),

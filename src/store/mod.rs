@@ -12,9 +12,10 @@
 
 pub(crate) mod lock;
 pub(crate) mod schema;
+pub(crate) mod shared;
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -29,6 +30,8 @@ use crate::error::{Code, Context, Error, Result};
 use crate::logging::Logger;
 
 pub(crate) use lock::LockGuard;
+use shared::Bytes;
+pub(crate) use shared::RawJson;
 
 /// No real state file comes near this (250 endpoints are ~600 KB); a bigger one is refused
 /// rather than read into memory.
@@ -90,11 +93,9 @@ impl<'a> Store<'a> {
     /// Read without the lock: safe because writers replace the file atomically.
     pub fn load<T: StateFile>(&self) -> Result<Loaded<T>> {
         let (bytes, stamp) = read_bytes(&self.path)?;
-        self.parse(&bytes, stamp)
-    }
-
-    fn parse<T: StateFile>(&self, bytes: &[u8], stamp: Option<Stamp>) -> Result<Loaded<T>> {
-        let mut value: T = parse_state(&self.path, bytes)?;
+        // Raw values in the document (endpoint records) are views of these bytes.
+        let bytes = std::sync::Arc::new(bytes);
+        let mut value: T = shared::parsing(&bytes, |b| parse_state(&self.path, b))?;
         let mut rewrite = false;
         if stamp.is_some_and(|s| s.predates_boot()) {
             let forgotten = value.forget_pods();
@@ -217,14 +218,14 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
 
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
 /// non-regular files.
-fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
+fn read_bytes(path: &Path) -> Result<(Bytes, Option<Stamp>)> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), None)),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Bytes::empty(), None)),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(Error::new(
                 Code::Io,
@@ -251,10 +252,7 @@ fn read_bytes(path: &Path) -> Result<(Vec<u8>, Option<Stamp>)> {
             format!("it is larger than {MAX_STATE_BYTES} bytes"),
         ));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    (&file)
-        .take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
+    let bytes = Bytes::read(&file, meta.len() as usize, MAX_STATE_BYTES + 1)
         .with_context(|| format!("read state file {}", path.display()))?;
     Ok((bytes, Some(stamp_of(&meta))))
 }
