@@ -271,8 +271,9 @@ fn floor(pods: &[PathBuf], first_ip: u8) -> Vec<f64> {
         };
         let address = format!("{ip}/16").parse().unwrap();
         let veth = datapath::create_veth(&host, &ns, &plan).expect("veth");
-        datapath::prepare_host(&plan).expect("host sysctls");
-        let pod = datapath::open_pod_while(&ns, &plan, || ()).0.expect("pod");
+        let (host_done, pod, ()) = datapath::prepare_while(&ns, &plan, || ());
+        host_done.expect("host sysctls");
+        let pod = pod.expect("pod");
         datapath::configure_host(&host, &veth, address, 1500).expect("host");
         datapath::configure_pod(&host, pod, &plan, &veth, address, 1500).expect("pod");
         let idx = veth.index;
