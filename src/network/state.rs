@@ -181,9 +181,18 @@ impl RawEndpoint {
 
     /// Whether the record's text contains `quoted` (a JSON string, see
     /// `store::json_string`): a filter before parsing.
-    /// Whether the record's text holds `needle` (a JSON string, quotes included).
-    pub fn mentions(&self, needle: &memchr::memmem::Finder) -> bool {
-        needle.find(self.0.get().as_bytes()).is_some()
+    /// Whether the record's text holds `quoted` (a JSON string, quotes included). std's
+    /// vectorised search takes needles of up to 32 bytes; a longer one (a container ID is 66)
+    /// would get a fresh two-way searcher per record: its head rules out nearly every record
+    /// first. (memchr's searcher would detect the CPU's features at run time: `cpuid`, which
+    /// traps to the hypervisor on a VM.)
+    pub fn mentions(&self, quoted: &str) -> bool {
+        let text = self.0.get();
+        let mut head = quoted.len().min(32);
+        while !quoted.is_char_boundary(head) {
+            head -= 1;
+        }
+        text.contains(&quoted[..head]) && text.contains(quoted)
     }
 }
 
@@ -288,14 +297,13 @@ impl NetworkFile {
         needle: Option<&str>,
         pred: impl Fn(&str, &str, &Endpoint) -> bool,
     ) -> Result<Vec<(String, String, Endpoint)>> {
-        // A record can only match if its text holds the needle, JSON-quoted: one searcher for
-        // all of them, and only those records are parsed.
+        // A record can only match if its text holds the needle, JSON-quoted: only those
+        // records are parsed.
         let quoted = needle.map(crate::store::json_string);
-        let finder = quoted.as_deref().map(memchr::memmem::Finder::new);
         let mut out = Vec::new();
         for (net, n) in self.networks() {
             for (k, raw) in &n.endpoints {
-                if finder.as_ref().is_none_or(|f| raw.mentions(f)) {
+                if quoted.as_deref().is_none_or(|q| raw.mentions(q)) {
                     let ep = raw.parse()?;
                     if pred(net, k, &ep) {
                         out.push((net.clone(), k.clone(), ep));
@@ -420,9 +428,19 @@ mod tests {
 
     #[test]
     fn mentions_matches_whole_json_strings() {
-        let raw: RawEndpoint =
-            serde_json::from_str(r#"{"ContainerID":"abc-1","HostIfName":"azv1"}"#).unwrap();
+        let cid = "ee86fb8b1d6c4e0f8b7a2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
+        let pod = "pod-ééééééééééééééééé-x"; // byte 32 of its quoted form is inside an 'é'
+        let raw: RawEndpoint = serde_json::from_str(&format!(
+            r#"{{"ContainerID":"abc-1","HostIfName":"azv1","Id":"{cid}","PODName":"{pod}"}}"#
+        ))
+        .unwrap();
+        let other_cid = format!("{}0", &cid[..63]); // same head, another ID
         for (needle, want) in [
+            (cid, true),
+            (&other_cid[..], false),
+            (&cid[..40], false),
+            (pod, true),
+            ("pod-éééééééééééééééééé-x", false),
             ("abc-1", true),
             ("abc", false),
             ("bc-1", false),
@@ -432,8 +450,7 @@ mod tests {
             ("a\"b", false),
         ] {
             let quoted = crate::store::json_string(needle);
-            let finder = memchr::memmem::Finder::new(&quoted);
-            assert_eq!(raw.mentions(&finder), want, "{needle}");
+            assert_eq!(raw.mentions(&quoted), want, "{needle}");
         }
         assert!(
             serde_json::from_str::<RawEndpoint>("[1]").is_err(),
