@@ -12,8 +12,8 @@ use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use futures_util::StreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -265,6 +265,10 @@ impl Netlink {
         if let Some(fd) = spec.peer_netns {
             peer.attributes.push(LinkAttribute::NetNsFd(fd));
         }
+        // One queue each way, as the kernel would set anyway: saying so spares it cutting the
+        // default (one per CPU) down to one after registration, an RCU grace period per end.
+        peer.attributes.push(LinkAttribute::NumTxQueues(1));
+        peer.attributes.push(LinkAttribute::NumRxQueues(1));
         let mut msg = LinkMessage::default();
         if spec.up {
             msg.header.flags |= LinkFlags::Up;
@@ -278,34 +282,33 @@ impl Netlink {
         if let Some(mtu) = spec.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
+        msg.attributes.push(LinkAttribute::NumTxQueues(1));
+        msg.attributes.push(LinkAttribute::NumRxQueues(1));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        let mut get = LinkMessage::default();
-        get.attributes
-            .push(LinkAttribute::IfName(spec.name.to_string()));
         let what = format!("create veth pair {}/{}", spec.name, spec.peer_name);
-        let replies = self.batch(vec![
-            Req {
-                msg: RouteNetlinkMessage::NewLink(msg),
-                flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                what: what.clone(),
-            },
-            Req {
-                msg: RouteNetlinkMessage::GetLink(get),
-                flags: NLM_F_REQUEST,
-                what: what.clone(),
-            },
-        ])?;
-        replies
-            .into_iter()
-            .flatten()
-            .find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(parse_link(&l)),
-                _ => None,
-            })
-            .ok_or_else(|| Error::new(Code::Internal, format!("{what}: the new link is not there")))
+        // NLM_F_ECHO: the kernel (6.3 and later) sends the new link back, so no RTM_GETLINK is
+        // needed, which would also make the kernel settle the new link's state first (an RCU
+        // grace period). Older kernels ignore the flag: then the link is asked for.
+        let replies = self.batch(vec![Req {
+            msg: RouteNetlinkMessage::NewLink(msg),
+            flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+            what: what.clone(),
+        }])?;
+        let echoed = replies.into_iter().flatten().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                Some(parse_link(&l)).filter(|l| l.name == spec.name && l.peer_index.is_some())
+            }
+            _ => None,
+        });
+        match echoed {
+            Some(link) => Ok(link),
+            None => self.link_by_name(spec.name)?.ok_or_else(|| {
+                Error::new(Code::Internal, format!("{what}: the new link is not there"))
+            }),
+        }
     }
 
     pub fn delete_link(&self, index: u32) -> Result<()> {

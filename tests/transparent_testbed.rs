@@ -38,6 +38,11 @@ fn assert_datapath(tb: &Testbed, p: &Pod) {
         "host veth up: {link}"
     );
     assert!(link.contains(" veth "), "is a veth: {link}");
+    // One queue each way on both ends (the kernel's default is one per CPU, cut to one in use).
+    assert!(
+        link.contains("numtxqueues 1 numrxqueues 1 "),
+        "one queue each way: {link}"
+    );
     assert_eq!(sysctl(&node, &format!("net/ipv4/conf/{hv}/proxy_arp")), "1");
     assert_eq!(sysctl(&node, &format!("net/ipv6/conf/{hv}/accept_ra")), "0");
     let host_routes = routes(&node);
@@ -53,6 +58,7 @@ fn assert_datapath(tb: &Testbed, p: &Pod) {
     // Pod side.
     let l = ns_sh(&p.ns, &["ip", "-d", "-o", "link", "show", "eth0"]);
     assert!(l.contains("mtu 1500 ") && l.contains(" veth "), "{l}");
+    assert!(l.contains("numtxqueues 1 numrxqueues 1 "), "{l}");
     assert!(l.contains("state UP") || l.contains(",UP"), "{l}");
     let mac = p.result["interfaces"][1]["mac"].as_str().unwrap();
     assert!(
