@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 
 use crate::cni::env::Command;
 use crate::cni::skel::{self, Outcome, Plugin};
+use crate::cpu;
 use crate::error::{Code, Error, Result};
 
 /// Set by a plugin on the delegates it execs: the exec'ing process's pid.
@@ -64,7 +66,9 @@ struct PluginError {
 }
 
 /// A delegate that is running, or ready to run in this process: its answer is collected by
-/// [`Pending::wait`], so the caller can do other work (ADD builds the pod's end) meanwhile.
+/// [`Pending::wait`], so the caller can do other work (ADD builds the veth pair) meanwhile.
+/// Dropped without being waited for, it still waits for a running delegate: whatever the
+/// delegate commits happens before the caller's clean-up (a release of its address).
 pub struct Pending {
     how: How,
     what: String,
@@ -73,8 +77,11 @@ pub struct Pending {
 enum How {
     Child(std::process::Child, PathBuf),
     /// The file delegation would execute is this very executable: its plugin runs here, with
-    /// the same stdin and CNI_* view the exec'd process would get, when waited for.
-    InProcess(Box<dyn FnOnce() -> Outcome>),
+    /// the same stdin and CNI_* view the exec'd process would get, when waited for...
+    InProcess(Box<dyn FnOnce() -> Outcome + Send>),
+    /// ... or, once [`Pending::start`]ed, on a thread of its own.
+    Thread(std::thread::JoinHandle<Outcome>),
+    Done,
 }
 
 /// Whether `bin` is the executable this process runs (same device and inode as
@@ -98,7 +105,7 @@ pub fn spawn(
     stdin: &[u8],
     vars: &HashMap<String, String>,
     cni_path: &[PathBuf],
-    local: Option<&'static dyn Plugin>,
+    local: Option<&'static (dyn Plugin + Sync)>,
 ) -> Result<Pending> {
     let bin = find_plugin(plugin, cni_path)?;
     let what = format!("{plugin} {}", command.as_str());
@@ -140,13 +147,43 @@ pub fn spawn(
 }
 
 impl Pending {
+    /// Run the delegate now, beside the caller, on another CPU than the caller's: an
+    /// in-process plugin on a thread of its own, an exec'd one where it is. (A new thread or
+    /// child starts on its parent's CPU and would wait there until the parent blocks.)
+    pub fn start(mut self) -> Result<Pending> {
+        self.how = match std::mem::replace(&mut self.how, How::Done) {
+            How::InProcess(run) => {
+                let handle = std::thread::Builder::new()
+                    .spawn(run)
+                    .map_err(|e| Error::os(Code::Runtime, &e).context("start a thread"))?;
+                cpu::move_elsewhere(cpu::Task::Thread(handle.as_pthread_t()));
+                How::Thread(handle)
+            }
+            How::Child(child, bin) => {
+                cpu::move_elsewhere(cpu::Task::Process(child.id()));
+                How::Child(child, bin)
+            }
+            other => other,
+        };
+        Ok(self)
+    }
+
     /// The delegate's stdout on success. A failure keeps the delegate's CNI code (so a lock
     /// timeout stays "try again", exhaustion stays 100) and its message.
-    pub fn wait(self) -> Result<Vec<u8>> {
-        let Pending { how, what } = self;
-        let (ok, stdout, status) = match how {
+    pub fn wait(mut self) -> Result<Vec<u8>> {
+        let what = std::mem::take(&mut self.what);
+        let (ok, stdout, status) = match std::mem::replace(&mut self.how, How::Done) {
             How::InProcess(run) => {
                 let out = run();
+                let status = format!("exit status: {}", out.exit_code);
+                (out.exit_code == 0, out.stdout, status)
+            }
+            How::Thread(handle) => {
+                // The plugin code turns its errors into an outcome; a panic is reported, not
+                // propagated.
+                let out = handle
+                    .join()
+                    .map_err(|_| Error::new(Code::Runtime, format!("{what} panicked")))?;
                 let status = format!("exit status: {}", out.exit_code);
                 (out.exit_code == 0, out.stdout, status)
             }
@@ -156,6 +193,7 @@ impl Pending {
                 })?;
                 (out.status.success(), out.stdout, out.status.to_string())
             }
+            How::Done => return Err(Error::new(Code::Internal, format!("{what}: waited twice"))),
         };
         if ok {
             return Ok(stdout);
@@ -182,6 +220,22 @@ impl Pending {
     }
 }
 
+impl Drop for Pending {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.how, How::Done) {
+            How::Thread(handle) => {
+                let _ = handle.join();
+            }
+            How::Child(mut child, _) => {
+                // Its answer is not wanted: with the pipe closed it cannot block writing it.
+                drop(child.stdout.take());
+                let _ = child.wait();
+            }
+            How::InProcess(_) | How::Done => {}
+        }
+    }
+}
+
 /// Run `plugin` for `command` and wait for its answer (see [`spawn`] and [`Pending::wait`]).
 pub fn exec(
     plugin: &str,
@@ -189,7 +243,7 @@ pub fn exec(
     stdin: &[u8],
     vars: &HashMap<String, String>,
     cni_path: &[PathBuf],
-    local: Option<&'static dyn Plugin>,
+    local: Option<&'static (dyn Plugin + Sync)>,
 ) -> Result<Vec<u8>> {
     spawn(plugin, command, stdin, vars, cni_path, local)?.wait()
 }

@@ -13,12 +13,14 @@
 //! - [`datapath`]: the transparent-mode datapath (ADD's steps, CHECK's verification), over
 //!   [`netlink`] (a thin typed rtnetlink layer), [`netns`] (work inside a namespace on a
 //!   short-lived thread) and [`sysctl`].
-//! - [`delegate`]: exec'ing another CNI plugin; [`rollback`]: ADD's undo guard.
+//! - [`delegate`]: exec'ing another CNI plugin (or running ours in-process); [`cpu`]: moving
+//!   a helper that must run beside its caller to another CPU; [`rollback`]: ADD's undo guard.
 //! - [`error`]: the one error type and its CNI codes; [`settings`], [`logging`]: path
 //!   overrides and the JSON-lines logs shared by both plugins.
 
 pub(crate) mod cli;
 pub(crate) mod cni;
+pub(crate) mod cpu;
 pub(crate) mod datapath;
 pub(crate) mod delegate;
 pub(crate) mod encoding;

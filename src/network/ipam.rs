@@ -46,12 +46,12 @@ fn stdin(req: &Request, pin: Pin) -> Vec<u8> {
 
 /// azure-vnet-ipam's code, for when the file CNI_PATH names is this very executable (see
 /// `delegate::spawn`); any other IPAM plugin, or another build of ours, is exec'd.
-fn local(plugin_type: &str) -> Option<&'static dyn Plugin> {
-    (plugin_type == PLUGIN_NAME).then_some(&IpamPlugin as &'static dyn Plugin)
+fn local(plugin_type: &str) -> Option<&'static (dyn Plugin + Sync)> {
+    (plugin_type == PLUGIN_NAME).then_some(&IpamPlugin as &'static (dyn Plugin + Sync))
 }
 
-/// Start the IPAM plugin's ADD; its answer is collected later (ADD builds the veth pair
-/// meanwhile).
+/// Start the IPAM plugin's ADD on another CPU; its answer is collected later (ADD builds the
+/// veth pair meanwhile).
 pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<delegate::Pending> {
     let pin = Pin {
         subnet,
@@ -65,7 +65,8 @@ pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<dele
         req.vars,
         &req.env.path,
         local(ty),
-    )
+    )?
+    .start()
 }
 
 pub(crate) fn exec(req: &Request, command: Command, pin: Pin) -> Result<Vec<u8>> {

@@ -263,9 +263,24 @@ impl Plugin for NetworkPlugin {
                 .warn("net.ipv4.ip_forward was 0 on the node; enabled it", &[]);
         }
 
-        // The veth pair. Declared before the guard, so the handle outlives its undo steps.
+        // The address, asked for now: the IPAM plugin runs on another CPU (in this process
+        // when it is this executable, else exec'd) while this one builds the veth pair. From
+        // here it may hold an address for this container, whatever it answers: the guard
+        // releases it by container ID (the container has no other attachment, see above).
+        // `pending` is declared after the guard, so an early return waits for the IPAM before
+        // the guard releases. (The netlink handle is declared before: it outlives the undo.)
         let host = Netlink::connect()?;
         let mut rollback = Rollback::new(req.log);
+        let to_ipam = |e: Error| e.context("Failed to allocate pool: Failed to delegate");
+        let subnet = loaded.value.first_subnet(&req.conf.conf.name);
+        let pending = ipam::spawn_add(req, subnet).map_err(to_ipam)?;
+        let pin = Pin {
+            subnet,
+            ..Pin::default()
+        };
+        rollback.push("release the IP", move || ipam::release(req, pin));
+
+        // The veth pair.
         let plan = Plan {
             host_veth: &id.host_veth,
             ifname: &req.env.ifname,
@@ -279,25 +294,13 @@ impl Plugin for NetworkPlugin {
         });
         watch.lap("vethCreate");
 
-        // The address. While the IPAM plugin runs, a short thread does what does not need
-        // the address: the host sysctls, then, from inside the pod, it opens what must be
-        // opened from there. The answer is waited for whatever happens, so an address it
-        // handed out is released by the guard. (The veth pair is created before an exec'd IPAM, not during it: the
-        // kernel's netdev registration waits for the other CPU, which the exec keeps busy.)
-        let to_ipam = |e: Error| e.context("Failed to allocate pool: Failed to delegate");
-        let subnet = loaded.value.first_subnet(&req.conf.conf.name);
-        let pending = ipam::spawn_add(req, subnet).map_err(to_ipam)?;
+        // While the IPAM plugin finishes, a short thread does what does not need the address:
+        // the host sysctls, then, from inside the pod, it opens what must be opened from
+        // there. The answer is waited for whatever happens.
         let (host_done, pod_handles, out) = datapath::prepare_while(&pod, &plan, || pending.wait());
         // An IPAM failure is the answer even if preparing failed too: it came first, as in a
         // sequential ADD.
         let out = out.map_err(to_ipam)?;
-        // From here the IPAM plugin holds an address for this container, whatever its result
-        // says: release by container ID (the container has no other attachment, see above).
-        let pin = Pin {
-            subnet,
-            ..Pin::default()
-        };
-        rollback.push("release the IP", move || ipam::release(req, pin));
         host_done?;
         let pod_handles = pod_handles?;
         let ipam =
