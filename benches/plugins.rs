@@ -1009,7 +1009,7 @@ fn main() {
     for (k, v) in &add_phases {
         println!("  azure-vnet {k}: {v:.3}");
     }
-    println!("  (the IPAM runs in azure-vnet's `ipam` phase, while the host sysctls and the pod's accept_ra and link up run on a thread in the pod: in all {ipam_inproc:.2}: {})", ipam_phases.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", "));
+    println!("  (the IPAM starts before `vethCreate` and runs beside it on the other CPU; `ipam` is the wait for what is left of it, while a thread sets the host sysctls and opens the pod's handles. The IPAM in all {ipam_inproc:.2}: {})", ipam_phases.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join(", "));
     let fmt = |m: &BTreeMap<String, f64>| {
         m.iter()
             .map(|(k, v)| format!("{k} {v:.3}"))
