@@ -44,7 +44,7 @@ pub mod internals {
     pub use crate::ipam::{allocator, nmagent, source, state as ipam_state};
     pub use crate::network::record::add_then_find;
     pub use crate::network::state as network_state;
-    pub use crate::store::{parse_state, to_go_json, StateFile};
+    pub use crate::store::{parse_state, parse_state_shared, to_go_json, StateFile};
     pub mod datapath {
         pub use crate::datapath::*;
     }

@@ -1,4 +1,4 @@
-//! The state files as `store::read_state` loads them (`store::parse_state` into `IpamFile` and
+//! The state files as `Store::load` loads them (`store::parse_state` into `IpamFile` and
 //! `NetworkFile`; endpoint records as azure-vnet parses them on demand). Whatever loads must be
 //! written back (`to_go_json`) and load again to an equal value, byte-stable on a second
 //! rewrite (upstream files survive our rewrite); the IPAM allocator (allocate, release, gc,
@@ -14,7 +14,7 @@ use azure_vnet_cni::internals::encoding::has_raw_token;
 use azure_vnet_cni::internals::ipam_state::{AddressSpace, IpamFile};
 use azure_vnet_cni::internals::network_state::{Endpoint, NetworkFile, RawEndpoint};
 use azure_vnet_cni::internals::source::{first_address, PoolView};
-use azure_vnet_cni::internals::{parse_state, to_go_json, StateFile};
+use azure_vnet_cni::internals::{parse_state_shared, to_go_json, StateFile};
 use libfuzzer_sys::fuzz_target;
 
 const CID: &str = "fuzz-container";
@@ -31,7 +31,7 @@ fn endpoint_round_trip(ep: &Endpoint) {
 
 fn round_trip<T: StateFile + PartialEq + std::fmt::Debug>(f: &T) {
     let out = to_go_json(f).expect("a loaded state file serializes");
-    let back: T = match parse_state(Path::new("rewritten.json"), &out) {
+    let back: T = match parse_state_shared(Path::new("rewritten.json"), out.clone()) {
         Ok(b) => b,
         Err(e) => panic!(
             "our rewrite does not load: {e}\n{}",
@@ -43,8 +43,9 @@ fn round_trip<T: StateFile + PartialEq + std::fmt::Debug>(f: &T) {
     assert_eq!(again, out, "second rewrite differs");
 }
 
+/// As the store loads a file: endpoint records are views of the bytes read.
 fn load<T: StateFile>(data: &[u8]) -> Option<T> {
-    parse_state(Path::new("fuzz.json"), data).ok()
+    parse_state_shared(Path::new("fuzz.json"), data.to_vec()).ok()
 }
 
 /// A source view built from the stored pools, as a refresh would bring it.

@@ -93,9 +93,7 @@ impl<'a> Store<'a> {
     /// Read without the lock: safe because writers replace the file atomically.
     pub fn load<T: StateFile>(&self) -> Result<Loaded<T>> {
         let (bytes, stamp) = read_bytes(&self.path)?;
-        // Raw values in the document (endpoint records) are views of these bytes.
-        let bytes = std::sync::Arc::new(bytes);
-        let mut value: T = shared::parsing(&bytes, |b| parse_state(&self.path, b))?;
+        let mut value: T = parse_shared(&self.path, bytes)?;
         let mut rewrite = false;
         if stamp.is_some_and(|s| s.predates_boot()) {
             let forgotten = value.forget_pods();
@@ -216,6 +214,19 @@ pub fn parse_state<T: StateFile>(path: &Path, bytes: &[u8]) -> Result<T> {
     Ok(state)
 }
 
+/// [`parse_state`] as [`Store::load`] does it: raw values in the document (endpoint records)
+/// are views of `bytes`, which they keep alive.
+fn parse_shared<T: StateFile>(path: &Path, bytes: Bytes) -> Result<T> {
+    let bytes = std::sync::Arc::new(bytes);
+    shared::parsing(&bytes, |b| parse_state(path, b))
+}
+
+/// For the fuzz targets: [`parse_shared`] of bytes in memory.
+#[cfg(feature = "internals")]
+pub fn parse_state_shared<T: StateFile>(path: &Path, bytes: Vec<u8>) -> Result<T> {
+    parse_shared(path, Bytes::from_vec(bytes))
+}
+
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
 /// non-regular files.
 fn read_bytes(path: &Path) -> Result<(Bytes, Option<Stamp>)> {
@@ -225,7 +236,9 @@ fn read_bytes(path: &Path) -> Result<(Bytes, Option<Stamp>)> {
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Bytes::empty(), None)),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Ok((Bytes::from_vec(Vec::new()), None))
+        }
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(Error::new(
                 Code::Io,

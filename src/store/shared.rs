@@ -43,8 +43,8 @@ unsafe impl Send for Bytes {}
 unsafe impl Sync for Bytes {}
 
 impl Bytes {
-    pub fn empty() -> Bytes {
-        Bytes(Buf::Heap(Vec::new()))
+    pub fn from_vec(v: Vec<u8>) -> Bytes {
+        Bytes(Buf::Heap(v))
     }
 
     /// Read `file`, which `stat` said is `len` bytes long, to its end.
