@@ -26,14 +26,15 @@ fn fails_cleanly(tb: &Testbed, pod_ns: &str, a: Attempt, code: u64, words: &str)
 }
 
 #[test]
-fn ifname_already_taken_in_the_pod_is_refused_before_anything_is_made() {
+fn ifname_already_taken_in_the_pod_fails_the_first_kernel_step_and_leaves_nothing() {
     let tb = Testbed::up(30);
     let (ns, path) = tb.pod("taken");
     // A veth pair inside the pod holds the name (this kernel has no dummy driver).
     sh(&[
         "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
     ]);
-    // The container end is born as eth0 in the pod, so the very first kernel step fails.
+    // The container end is born as eth0 in the pod, so the very first kernel step fails, while
+    // the IPAM plugin runs beside it: its address is waited for and released.
     fails_cleanly(
         &tb,
         &ns,
