@@ -5,25 +5,45 @@
 
 use nix::libc;
 
-pub(crate) enum Task {
-    Thread(libc::pthread_t),
-    Process(u32),
+/// Start `f` on a new thread, on another CPU than the caller's when there is one.
+pub(crate) fn spawn_elsewhere<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    use std::os::unix::thread::JoinHandleExt;
+    // The thread waits until it has been moved: glibc applies pthread_setaffinity_np to the
+    // thread's kernel id, which is 0 once the thread has exited, and 0 means the caller.
+    let (moved, wait) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = std::thread::Builder::new().spawn(move || {
+        let _ = wait.recv();
+        f()
+    })?;
+    if let Some(set) = other_cpus() {
+        // SAFETY: the thread is alive (it waits for `moved`) and `set` is a valid cpu_set_t.
+        let _ = unsafe {
+            libc::pthread_setaffinity_np(
+                handle.as_pthread_t(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &set,
+            )
+        };
+    }
+    let _ = moved.send(());
+    Ok(handle)
 }
 
-/// Best effort: with a single usable CPU, or if the kernel refuses, the task stays where it is
-/// (it still runs, only not beside the caller).
-pub(crate) fn move_elsewhere(task: Task) {
+/// Move the caller's child `pid` (not yet waited for, so the pid is still its own) to another
+/// CPU than the caller's, when there is one. Best effort: it still runs if this fails.
+pub(crate) fn move_child_elsewhere(pid: u32) {
     let Some(set) = other_cpus() else {
         return;
     };
-    let size = std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: `set` is a valid cpu_set_t of `size` bytes; the thread handle is live (its
-    // JoinHandle is held by the caller) and the pid is the caller's unwaited child.
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
     let _ = unsafe {
-        match task {
-            Task::Thread(t) => libc::pthread_setaffinity_np(t, size, &set),
-            Task::Process(pid) => libc::sched_setaffinity(pid as libc::pid_t, size, &set),
-        }
+        libc::sched_setaffinity(
+            pid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
     };
 }
 
@@ -46,24 +66,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_moved_thread_runs_on_another_cpu_when_there_is_one() {
-        let Some(others) = other_cpus() else {
-            return; // one usable CPU: nothing to move to (CI machines have two)
+    fn a_thread_started_elsewhere_runs_on_another_cpu_and_the_caller_stays_put() {
+        let mine = |set: &mut libc::cpu_set_t| unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set)
         };
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = std::thread::spawn(move || {
-            wait.recv().unwrap(); // where it runs once moved, not where it may have started
-            tx.send(unsafe { libc::sched_getcpu() }).unwrap();
-        });
-        use std::os::unix::thread::JoinHandleExt;
-        move_elsewhere(Task::Thread(h.as_pthread_t()));
-        go.send(()).unwrap();
-        let ran_on = rx.recv().unwrap();
-        h.join().unwrap();
+        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        assert_eq!(mine(&mut before), 0);
+        let others = other_cpus();
+        let h = spawn_elsewhere(|| unsafe { libc::sched_getcpu() }).unwrap();
+        let ran_on = h.join().unwrap();
+        if let Some(others) = others {
+            assert!(
+                unsafe { libc::CPU_ISSET(ran_on as usize, &others) },
+                "ran on {ran_on}"
+            );
+        }
+        // A thread that finishes at once must not leave its move on the caller.
+        for _ in 0..50 {
+            spawn_elsewhere(|| ()).unwrap().join().unwrap();
+        }
+        let mut after: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        assert_eq!(mine(&mut after), 0);
         assert!(
-            unsafe { libc::CPU_ISSET(ran_on as usize, &others) },
-            "ran on {ran_on}"
+            unsafe { libc::CPU_EQUAL(&before, &after) },
+            "the caller was moved"
         );
     }
 }

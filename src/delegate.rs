@@ -3,9 +3,8 @@
 //! config on stdin, the result or a CNI error on stdout.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -152,15 +151,12 @@ impl Pending {
     /// child starts on its parent's CPU and would wait there until the parent blocks.)
     pub fn start(mut self) -> Result<Pending> {
         self.how = match std::mem::replace(&mut self.how, How::Done) {
-            How::InProcess(run) => {
-                let handle = std::thread::Builder::new()
-                    .spawn(run)
-                    .map_err(|e| Error::os(Code::Runtime, &e).context("start a thread"))?;
-                cpu::move_elsewhere(cpu::Task::Thread(handle.as_pthread_t()));
-                How::Thread(handle)
-            }
+            How::InProcess(run) => How::Thread(
+                cpu::spawn_elsewhere(run)
+                    .map_err(|e| Error::os(Code::Runtime, &e).context("start a thread"))?,
+            ),
             How::Child(child, bin) => {
-                cpu::move_elsewhere(cpu::Task::Process(child.id()));
+                cpu::move_child_elsewhere(child.id());
                 How::Child(child, bin)
             }
             other => other,
@@ -187,11 +183,18 @@ impl Pending {
                 let status = format!("exit status: {}", out.exit_code);
                 (out.exit_code == 0, out.stdout, status)
             }
-            How::Child(child, bin) => {
-                let out = child.wait_with_output().map_err(|e| {
+            How::Child(mut child, bin) => {
+                // The child is reaped whatever happens to its output, so that nothing it
+                // commits can come after the caller's clean-up.
+                let mut stdout = Vec::new();
+                let read = child.stdout.take().map(|mut o| o.read_to_end(&mut stdout));
+                let waited = child.wait();
+                let failed = |e: std::io::Error| {
                     Error::os(Code::Runtime, &e).context(format!("wait for {}", bin.display()))
-                })?;
-                (out.status.success(), out.stdout, out.status.to_string())
+                };
+                let status = waited.map_err(failed)?;
+                read.transpose().map_err(failed)?;
+                (status.success(), stdout, status.to_string())
             }
             How::Done => return Err(Error::new(Code::Internal, format!("{what}: waited twice"))),
         };

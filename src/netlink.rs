@@ -248,9 +248,9 @@ impl Netlink {
             .map_err(|e| e.context(format!("look up link #{index}")))
     }
 
-    /// One RTM_NEWLINK creates both ends, sets their MACs, MTU and the host end's state, and
-    /// puts the peer straight into its namespace (no separate move, which costs an extra round
-    /// trip); the host end is read back in the same batch (its index, and `IFLA_LINK`: the
+    /// One RTM_NEWLINK creates both ends, sets their MACs, MTU, queues and the host end's
+    /// state, and puts the peer straight into its namespace (no separate move, which costs an
+    /// extra round trip); the kernel echoes the host end back (its index, and `IFLA_LINK`: the
     /// peer's index in its namespace).
     pub fn create_veth(&self, spec: &VethSpec) -> Result<Link> {
         let mut peer = LinkMessage::default();

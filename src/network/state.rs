@@ -128,7 +128,6 @@ state_struct! {
 /// <net> > Endpoints > <id>): a record we write is indented to match Go's `MarshalIndent`.
 const ENDPOINT_DEPTH: usize = 7;
 
-/// One endpoint record as JSON text.
 /// An endpoint record as the JSON text it was read as (a view of the loaded file, see
 /// `store::shared`), or as written by ADD.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,8 +178,6 @@ impl RawEndpoint {
             .map_err(|e| Error::new(Code::Internal, format!("endpoint record: {e}")))
     }
 
-    /// Whether the record's text contains `quoted` (a JSON string, see
-    /// `store::json_string`): a filter before parsing.
     /// Whether the record's text holds `quoted` (a JSON string, quotes included). std's
     /// vectorised search takes needles of up to 32 bytes; a longer one (a container ID is 66)
     /// would get a fresh two-way searcher per record: its head rules out nearly every record

@@ -59,24 +59,26 @@ impl Bytes {
         Ok(Bytes(Buf::Heap(v)))
     }
 
-    /// `None` when the file is longer than `len` (it changed since the `stat`): the caller
-    /// reads it the ordinary way.
+    /// `None` when the file is longer than `len` (it changed since the `stat`) or the memory
+    /// cannot be mapped: the caller reads it the ordinary way.
     fn read_populated(file: &File, len: usize) -> std::io::Result<Option<Bytes>> {
         use std::os::unix::fs::FileExt;
         let Some(size) = NonZeroUsize::new(len) else {
             return Ok(None);
         };
         // SAFETY: a fresh anonymous mapping, not aliased by anything else.
-        let ptr = unsafe {
+        let mapped = unsafe {
             mmap_anonymous(
                 None,
                 size,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
             )
-        }
-        .map_err(std::io::Error::from)?
-        .cast::<u8>();
+        };
+        // No mapping (memory limits): the ordinary read may still fit.
+        let Ok(ptr) = mapped.map(|p| p.cast::<u8>()) else {
+            return Ok(None);
+        };
         let mut bytes = Bytes(Buf::Pages {
             ptr,
             len,
