@@ -642,18 +642,6 @@ fn image_holds_the_static_executable_and_the_conflist_only_and_builds_to_the_sam
     );
 }
 
-/// A file's identity and content, to tell an untouched file from a rewritten one.
-fn file_id(p: &Path) -> (u64, i64, i64, u32, Vec<u8>) {
-    let m = std::fs::symlink_metadata(p).unwrap();
-    (
-        m.ino(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.mode(),
-        std::fs::read(p).unwrap(),
-    )
-}
-
 #[test]
 fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_network_from_it() {
     let img = image();
@@ -666,7 +654,7 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     let (bin, conf) = (cri.cni_bin_dir(), cri.cni_conf_dir());
     let others_before: Vec<_> = ["loopback", "portmap"]
         .iter()
-        .map(|f| file_id(&bin.join(f)))
+        .map(|f| file_identity(&bin.join(f)))
         .collect();
 
     cri.import_image(&img.archive);
@@ -823,7 +811,7 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     let others_after: Vec<_> = ["loopback", "portmap"]
         .iter()
-        .map(|f| file_id(&bin.join(f)))
+        .map(|f| file_identity(&bin.join(f)))
         .collect();
     assert!(
         others_before == others_after,
@@ -910,14 +898,14 @@ fn cri_the_image_runs_as_the_daemonsets_init_container_and_pods_get_their_networ
     // nothing rewritten, the pods undisturbed.
     let files_before: Vec<_> = [&v, &conf.join("10-azure.conflist")]
         .iter()
-        .map(|p| file_id(p))
+        .map(|p| file_identity(p))
         .collect();
     let (_, _, log2) =
         run_installer(&Pod::new("azure-vnet-cni-9q4fz", "kube-system").host_network());
     assert_eq!(log2.matches("unchanged").count(), 3, "{log2}");
     let files_after: Vec<_> = [&v, &conf.join("10-azure.conflist")]
         .iter()
-        .map(|p| file_id(p))
+        .map(|p| file_identity(p))
         .collect();
     assert!(files_before == files_after, "a second run rewrote files");
     assert_eq!(

@@ -127,13 +127,7 @@ impl Node {
         let conf = r#"{"cniVersion":"0.3.0","name":"azure","type":"azure-vnet","ipam":{"type":"azure-vnet-ipam"}}"#;
         let r =
             run_plugin(Some(&self.tb.node("a")), &ipam_bin(), &env, conf.as_bytes()).succeeded();
-        r["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
+        result_ip(&r)
     }
 
     /// Change azure-vnet.json as another writer would, under its lock.

@@ -319,13 +319,7 @@ fn state_from_before_the_last_boot_frees_every_address() {
     }
     let r = vnet(&tb, new, VNET_CONF).succeeded();
     ping(&new_ns, NODE_A_IP);
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip = result_ip(&r);
     let used = ips_in_use(&tb.ipam_state("a"));
     assert_eq!(
         used.into_iter().collect::<Vec<_>>(),
@@ -378,16 +372,7 @@ fn an_address_the_wireserver_stopped_listing_is_never_handed_out_again() {
             );
             run_plugin(Some(&node), &ipam_bin(), &env, conf.as_bytes())
         };
-        let ip_of = |out: PluginOut| {
-            let v = out.succeeded();
-            v["ips"][0]["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap()
-                .to_string()
-        };
+        let ip_of = |out: PluginOut| result_ip(&out.succeeded());
         assert_eq!(ip_of(ipam("ADD", "c1", &ws.url)), "10.224.0.5");
         // Azure moves .5 to another NIC; the next ADD sees the new list.
         let text = std::fs::read_to_string(&xml).unwrap();

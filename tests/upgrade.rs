@@ -506,17 +506,6 @@ fn write_go_json(path: &Path, v: &Value) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn identity(p: &Path) -> (u64, i64, i64, u32, Vec<u8>) {
-    let m = std::fs::symlink_metadata(p).unwrap();
-    (
-        m.ino(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.mode(),
-        std::fs::read(p).unwrap(),
-    )
-}
-
 #[test]
 fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_work() {
     let tb = Testbed::up(30);
@@ -581,13 +570,7 @@ fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_wo
         conf_entry.as_bytes(),
     )
     .succeeded();
-    let nginx_ip = added["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let nginx_ip = result_ip(&added);
     let nginx_http = http_server(&nginx_ns, 80, "old nginx\n", &tb.dir);
     let old_ips: BTreeSet<String> = [old_cri.ip.clone(), nginx_ip.clone()].into();
 
@@ -606,7 +589,7 @@ fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_wo
             n.ends_with(".old") || n.contains("telemetry")
         })
         .collect();
-    let leftovers_before: Vec<_> = leftovers.iter().map(|p| identity(p)).collect();
+    let leftovers_before: Vec<_> = leftovers.iter().map(|p| file_identity(p)).collect();
 
     // Our install, as our DaemonSet's init container runs it.
     let (out, ..) = install(&vnet_bin(), &cri);
@@ -624,7 +607,7 @@ fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_wo
         0o644,
         "the conflist is no longer executable"
     );
-    let leftovers_after: Vec<_> = leftovers.iter().map(|p| identity(p)).collect();
+    let leftovers_after: Vec<_> = leftovers.iter().map(|p| file_identity(p)).collect();
     assert!(
         leftovers_before == leftovers_after,
         "upstream's .old and telemetry files untouched"
@@ -736,7 +719,11 @@ fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_wo
     let ipam_after: BTreeMap<String, String> = ips_in_use(&tb.ipam_state("a"));
     assert!(ipam_after.is_empty());
     assert!(
-        leftovers_before == leftovers.iter().map(|p| identity(p)).collect::<Vec<_>>(),
+        leftovers_before
+            == leftovers
+                .iter()
+                .map(|p| file_identity(p))
+                .collect::<Vec<_>>(),
         "upstream's leftovers untouched to the end"
     );
 }

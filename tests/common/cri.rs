@@ -593,14 +593,7 @@ impl CriNode {
     /// A command in the node's network namespace and the holder's private mount namespace
     /// (what containerd and the plugins see: /run/netns, /var/lib/cni).
     pub fn exec(&self, args: &[&str]) -> String {
-        let out = Command::new("python3")
-            .arg(cri_node_py())
-            .arg("exec")
-            .arg(self.dir.path())
-            .arg("--")
-            .args(args)
-            .output()
-            .unwrap();
+        let out = self.exec_out(args);
         assert!(
             out.status.success(),
             "{args:?} in the node's mount namespace: {}",

@@ -513,6 +513,26 @@ impl Drop for Wireserver {
     }
 }
 
+/// A file's identity and content (inode, mtime, mode, bytes), to tell an untouched file from a
+/// rewritten one.
+pub fn file_identity(p: &Path) -> (u64, i64, i64, u32, Vec<u8>) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.mode(),
+        std::fs::read(p).unwrap(),
+    )
+}
+
+/// The first IP of a CNI result, without its prefix length.
+pub fn result_ip(result: &Value) -> String {
+    let cidr = result["ips"][0]["address"].as_str().unwrap();
+    cidr.split('/').next().unwrap().to_string()
+}
+
 /// IPs in use in an IPAM state document, as `ip -> container ID`.
 pub fn ips_in_use(state: &Value) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
