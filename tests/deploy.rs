@@ -188,16 +188,6 @@ fn cri_options(ds: &Value, c: &Value, host: &dyn Fn(&str) -> PathBuf) -> Vec<Str
     o
 }
 
-/// The version a binary reports (`Azure CNI Version v…`).
-fn version_of(bin: &Path) -> String {
-    let out = Command::new(bin).arg("-v").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .strip_prefix("Azure CNI Version ")
-        .unwrap_or_else(|| panic!("{} -v: {out:?}", bin.display()))
-        .to_string()
-}
-
 #[test]
 fn deploy_manifest_validates_offline_against_pinned_kubernetes_releases_and_broken_copies_do_not() {
     require_root(); // a network namespace of its own

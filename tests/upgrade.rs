@@ -57,15 +57,6 @@ fn next_build() -> PathBuf {
         .clone()
 }
 
-fn version_of(bin: &Path) -> String {
-    let out = Command::new(bin).arg("-v").output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .strip_prefix("Azure CNI Version ")
-        .unwrap_or_else(|| panic!("{} -v: {out:?}", bin.display()))
-        .to_string()
-}
-
 /// `exe install` into the node's CNI dirs, as the DaemonSet's init container runs it: its
 /// output, and when it ran.
 fn install(exe: &Path, cri: &CriNode) -> (String, Instant, Instant) {

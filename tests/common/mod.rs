@@ -513,6 +513,16 @@ impl Drop for Wireserver {
     }
 }
 
+/// The version a binary reports (`Azure CNI Version v…`).
+pub fn version_of(bin: &Path) -> String {
+    let out = Command::new(bin).arg("-v").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("Azure CNI Version ")
+        .unwrap_or_else(|| panic!("{} -v: {out:?}", bin.display()))
+        .to_string()
+}
+
 /// A file's identity and content (inode, mtime, mode, bytes), to tell an untouched file from a
 /// rewritten one.
 pub fn file_identity(p: &Path) -> (u64, i64, i64, u32, Vec<u8>) {
