@@ -146,6 +146,13 @@ fn in_process_and_exec_give_the_same_results_state_and_log_lines() {
     pods(false);
     let (a_out, a_node) = run_scenario(&tb, &bin_dir(), "inproc");
     pods(true);
+    // DEL leaves a pod's veth to go with its namespace, and the kernel destroys a deleted
+    // namespace asynchronously: without this wait the second run's ADD can meet the first
+    // run's veth of the same name (and log that it deletes it).
+    let node = tb.node("a");
+    eventually("the first run's veths to go with their namespaces", || {
+        !links(&node).iter().any(|l| l.starts_with("azv"))
+    });
     let (b_out, b_node) = run_scenario(&tb, &exec_bin_dir(), "exec");
     assert_eq!(a_out.len(), b_out.len());
     for (a, b) in a_out.iter().zip(&b_out) {
