@@ -274,8 +274,8 @@ fn floor(pods: &[PathBuf], first_ip: u8) -> Vec<f64> {
         let (host_done, pod, ()) = datapath::prepare_while(&ns, &plan, || ());
         host_done.expect("host sysctls");
         let pod = pod.expect("pod");
-        datapath::configure_host(&host, &veth, address, 1500).expect("host");
         datapath::configure_pod(&host, pod, &plan, &veth, address, 1500).expect("pod");
+        datapath::configure_host(&host, &veth, address, 1500).expect("host");
         let idx = veth.index;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         made.push(idx);

@@ -50,11 +50,11 @@ fn ifname_already_taken_in_the_pod_fails_the_first_kernel_step_and_leaves_nothin
 }
 
 #[test]
-fn a_failure_at_the_last_kernel_step_rolls_back_veth_routes_and_ip() {
+fn a_failure_in_the_pods_routes_rolls_back_veth_and_ip() {
     let tb = Testbed::up(30);
     let (ns, path) = tb.pod("routed");
     // The pod already has a default route (through another interface), so adding ours fails:
-    // the last step in the pod, after the IPAM plugin, the veth pair and the host route.
+    // the last step in the pod, after the IPAM plugin and the veth pair, before the host route.
     for cmd in [
         "link add other0 type veth peer name other1",
         "link set other0 up",

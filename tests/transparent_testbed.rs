@@ -177,6 +177,46 @@ fn assert_records(tb: &Testbed, p: &Pod, cid: &str) {
     assert_eq!(used[&p.ip], cid, "IPAM record: the full container ID");
 }
 
+/// `ip monitor route` in a namespace, its output in a file, subscribed before `start` returns.
+struct RouteMonitor {
+    child: std::process::Child,
+    out: TempDir,
+}
+
+impl RouteMonitor {
+    fn start(ns: &str) -> RouteMonitor {
+        let out = TempDir::new("monitor");
+        let child = std::process::Command::new("ip")
+            .args(["-n", ns, "monitor", "route"])
+            .stdout(std::fs::File::create(out.join("events")).unwrap())
+            .spawn()
+            .unwrap();
+        let m = RouteMonitor { child, out };
+        // A route of its own, to know the monitor is listening.
+        let probe = "192.0.2.77 dev lo";
+        sh(&["ip", "-n", ns, "route", "add", "192.0.2.77/32", "dev", "lo"]);
+        m.until(probe);
+        sh(&["ip", "-n", ns, "route", "del", "192.0.2.77/32", "dev", "lo"]);
+        m
+    }
+
+    /// Everything seen, once a line containing `what` has been.
+    fn until(&self, what: &str) -> String {
+        let read = || std::fs::read_to_string(self.out.join("events")).unwrap();
+        eventually(&format!("ip monitor to show {what:?}"), || {
+            read().contains(what)
+        });
+        read()
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn seed_conflist_through_cnitool_on_two_nodes() {
     let tb = Testbed::up(30);
@@ -208,7 +248,16 @@ fn seed_conflist_through_cnitool_on_two_nodes() {
                     .into(),
             ));
         }
+        let monitor = RouteMonitor::start(&tb.node(node));
         let result = cnitool_run(&tb.node(node), &netconf, "add", "azure", &path, &env).succeeded();
+        let hv = host_veth(&format!("default.{name}"));
+        // The host route is born with the pod end already up: never flagged `linkdown`, not
+        // even until the kernel's link-watch work would clear the flag.
+        let events = monitor.until(&format!(" dev {hv} proto static"));
+        assert!(
+            !events.contains("linkdown"),
+            "a route flagged linkdown:\n{events}"
+        );
         assert_eq!(result["cniVersion"], "0.3.0");
         assert_eq!(
             result["interfaces"][0]["name"],
