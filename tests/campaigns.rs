@@ -170,9 +170,11 @@ fn assert_clean(tb: &Testbed, pods: &[(String, PathBuf)], when: &str, pods_hold_
         assert!(no_routes(), "{when}: host routes left:\n{}", routes(&node));
     }
     drop_pods(pods);
-    eventually(&format!("{when}: no azv link"), || {
-        !links(&node).iter().any(|l| l.starts_with("azv"))
-    });
+    eventually_for(
+        &format!("{when}: no azv link"),
+        Duration::from_secs(60),
+        || !links(&node).iter().any(|l| l.starts_with("azv")),
+    );
     assert!(no_routes(), "{when}: host routes left:\n{}", routes(&node));
 }
 

@@ -190,7 +190,11 @@ fn podman_cni_container_with_a_published_port_serves_and_conmons_del_releases_ev
     sh(&["kill", "-KILL", &pid]);
     let log_dir = tb.log_dir("a");
     let t = Instant::now();
-    while logged(&log_dir, "azure-vnet.log", "DEL", &id).is_empty() {
+    // Until its last line: DEL logs "endpoint deleted" before "done".
+    while !logged(&log_dir, "azure-vnet.log", "DEL", &id)
+        .iter()
+        .any(|l| l["msg"] == "done" || l["msg"] == "failed")
+    {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "no DEL from conmon's cleanup for {id}"

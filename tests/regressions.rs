@@ -444,10 +444,20 @@ fn del_while_the_same_containers_add_still_runs_leaves_nothing() {
                 run_plugin(Some(&node), &vnet_bin(), &env, VNET_CONF.as_bytes())
             })
         };
+        // The ADD waits for the held lock, then the DEL for the pod's veth lock, which the
+        // ADD holds: both are queued in the kernel before the lock is let go.
         let add = spawn("ADD");
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        eventually("the ADD to wait for the held lock", || {
+            flock_waiters(&run.join("azure-vnet").join(held)) > 0
+        });
         let del = spawn("DEL");
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let hv = host_veth(&format!("default.{name}"));
+        let veth_lock = run
+            .join("azure-vnet")
+            .join(format!("veth-{}.lock", &hv[3..5]));
+        eventually("the DEL to wait for the pod's veth lock", || {
+            flock_waiters(&veth_lock) > 0
+        });
         drop(lock);
         let (add, del) = (add.join().unwrap(), del.join().unwrap());
         add.succeeded();

@@ -607,16 +607,12 @@ pub fn http_server(ns: &str, port: u16, body: &str, dir: &TempDir) -> Bg {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until it listens.
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
+    let bg = Bg(child);
+    eventually(&format!("httpd to listen on port {port} in {ns}"), || {
         let out = ns_exec(ns, &["ss", "-ltnH"]);
-        if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Bg(child)
+        String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} "))
+    });
+    bg
 }
 
 /// HTTP GET from inside `ns` with curl; the body, or panic.
@@ -663,14 +659,38 @@ pub fn hold_lock(path: &Path) -> std::fs::File {
 
 /// Wait until `cond` holds (kernel work that finishes asynchronously, e.g. netns teardown).
 pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    eventually_for(what, Duration::from_secs(10), cond)
+}
+
+/// [`eventually`] with its own limit: the kernel destroys deleted namespaces one after
+/// another on one worker, so many dropped at once take longer.
+pub fn eventually_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     let t = Instant::now();
     while !cond() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "timed out waiting for: {what}"
-        );
+        assert!(t.elapsed() < limit, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// How many waiters the kernel has queued for a `flock` on `path`: the `->` lines of
+/// `/proc/locks` naming its device and inode (`MAJ:MIN:INODE`, the first two in hex).
+pub fn flock_waiters(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else {
+        return 0;
+    };
+    let dev = md.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev),
+        md.ino()
+    );
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" -> ") && l.split_whitespace().any(|f| f == id))
+        .count()
 }
 
 /// Names of links in namespace `ns`.
