@@ -192,21 +192,27 @@ impl RouteMonitor {
             .spawn()
             .unwrap();
         let m = RouteMonitor { child, out };
-        // A route of its own, to know the monitor is listening.
-        let probe = "192.0.2.77 dev lo";
-        sh(&["ip", "-n", ns, "route", "add", "192.0.2.77/32", "dev", "lo"]);
-        m.until(probe);
-        sh(&["ip", "-n", ns, "route", "del", "192.0.2.77/32", "dev", "lo"]);
+        // A route of its own, added and removed until the monitor reports it: then it listens
+        // (it subscribes some time after it starts).
+        eventually("ip monitor to listen", || {
+            for op in ["add", "del"] {
+                sh(&["ip", "-n", ns, "route", op, "192.0.2.77/32", "dev", "lo"]);
+            }
+            m.read().contains("192.0.2.77 dev lo")
+        });
         m
+    }
+
+    fn read(&self) -> String {
+        std::fs::read_to_string(self.out.join("events")).unwrap()
     }
 
     /// Everything seen, once a line containing `what` has been.
     fn until(&self, what: &str) -> String {
-        let read = || std::fs::read_to_string(self.out.join("events")).unwrap();
         eventually(&format!("ip monitor to show {what:?}"), || {
-            read().contains(what)
+            self.read().contains(what)
         });
-        read()
+        self.read()
     }
 }
 
