@@ -163,6 +163,43 @@ fn check_pod(cri: &CriNode, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Stop and remove a sandbox, each call timed.
+fn remove_sandbox(cri: &CriNode, id: &str, ops: &mut Vec<Op>) {
+    for (call, verb) in [("StopPodSandbox", "stopp"), ("RemovePodSandbox", "rmp")] {
+        let (out, start, end) = timed(|| cri.call(&[verb, id]));
+        ops.push(Op {
+            call,
+            sandbox: id.to_string(),
+            start,
+            end,
+            err: (!out.ok).then_some(out.stderr),
+        });
+    }
+}
+
+/// Create a sandbox, timed; its ID (from the error too, when the runtime gave one).
+fn run_sandbox(cri: &CriNode, name: &str, ops: &mut Vec<Op>) -> Result<String, String> {
+    let pod = Pod::new(name, "churn");
+    let (r, start, end) = timed(|| cri.try_runp(&pod));
+    let sandbox = match &r {
+        Ok(id) => id.clone(),
+        Err(e) => e
+            .split("sandbox \"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    ops.push(Op {
+        call: "RunPodSandbox",
+        sandbox,
+        start,
+        end,
+        err: r.as_ref().err().cloned(),
+    });
+    r
+}
+
 const WORKERS: usize = 10;
 /// Each worker's cycles (create a sandbox, check it, stop and remove its previous one) in
 /// each of the three phases: N, N+1, N again.
@@ -214,68 +251,50 @@ fn cri_upgrade_and_downgrade_under_churn_of_10_sandboxes_drop_no_pod() {
                     let mut ops = Vec::new();
                     let mut errs = Vec::new();
                     let mut prev: Option<String> = None;
-                    let remove = |id: &str, ops: &mut Vec<Op>| {
-                        for call in ["StopPodSandbox", "RemovePodSandbox"] {
-                            let verb = if call == "StopPodSandbox" {
-                                "stopp"
-                            } else {
-                                "rmp"
-                            };
-                            let (out, start, end) = timed(|| cri.call(&[verb, id]));
-                            ops.push(Op {
-                                call,
-                                sandbox: id.to_string(),
-                                start,
-                                end,
-                                err: (!out.ok).then_some(out.stderr),
-                            });
-                        }
-                    };
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
-                        let pod = Pod::new(&format!("up-{w}-{i}"), "churn");
+                        let r = run_sandbox(cri, &format!("up-{w}-{i}"), &mut ops);
                         i += 1;
-                        let (r, start, end) = timed(|| cri.try_runp(&pod));
-                        let sandbox = match &r {
-                            Ok(id) => id.clone(),
-                            Err(e) => e
-                                .split("sandbox \"")
-                                .nth(1)
-                                .and_then(|t| t.split('"').next())
-                                .unwrap_or_default()
-                                .to_string(),
-                        };
-                        ops.push(Op {
-                            call: "RunPodSandbox",
-                            sandbox: sandbox.clone(),
-                            start,
-                            end,
-                            err: r.as_ref().err().cloned(),
-                        });
-                        if r.is_ok() {
+                        if let Ok(sandbox) = r {
                             if let Err(e) = check_pod(cri, &sandbox) {
                                 errs.push(e);
                             }
                             if let Some(p) = prev.replace(sandbox) {
-                                remove(&p, &mut ops);
+                                remove_sandbox(cri, &p, &mut ops);
                             }
                         }
                         cycles[w].fetch_add(1, Ordering::SeqCst);
                     }
                     if let Some(p) = prev {
-                        remove(&p, &mut ops);
+                        remove_sandbox(cri, &p, &mut ops);
                     }
                     (ops, errs)
                 })
             })
             .collect();
 
-        // Phase N, then N+1 installed over it, then N again (the roll back).
+        // Phase N, then N+1 installed over it, then N again (the roll back). Besides the
+        // churn, whose pods straddle an install only as timing allows, one pod made before
+        // each install is removed after it: by the other version, whatever the timing.
+        let mut ops = Vec::new();
+        let mut errs = Vec::new();
+        let mut straddler = |name: &str, ops: &mut Vec<Op>| match run_sandbox(&cri, name, ops) {
+            Ok(id) => {
+                if let Err(e) = check_pod(&cri, &id) {
+                    errs.push(e);
+                }
+                id
+            }
+            Err(e) => panic!("{name}: {e}\n{}", cri.diag()),
+        };
         wait_cycles(CYCLES_PER_PHASE);
+        let up = straddler("straddle-up", &mut ops);
         let (out, t0, t1) = install(&next, &cri);
         marks.push((t0, t1));
         assert_eq!(installed_version(&cri), v_next);
         assert!(out.contains("10-azure.conflist  unchanged"), "{out}");
+        remove_sandbox(&cri, &up, &mut ops);
+        let down = straddler("straddle-down", &mut ops);
         wait_cycles(CYCLES_PER_PHASE);
         // N+1 has been writing the state files.
         for f in ["azure-vnet-ipam.json", "azure-vnet.json"] {
@@ -288,10 +307,9 @@ fn cri_upgrade_and_downgrade_under_churn_of_10_sandboxes_drop_no_pod() {
         let (_, t2, t3) = install(&this, &cri);
         marks.push((t2, t3));
         assert_eq!(installed_version(&cri), v_n);
+        remove_sandbox(&cri, &down, &mut ops);
         wait_cycles(CYCLES_PER_PHASE);
         stop.store(true, Ordering::SeqCst);
-        let mut ops = Vec::new();
-        let mut errs = Vec::new();
         for w in workers {
             let (o, e) = w.join().expect("a churn worker panicked");
             ops.extend(o);
