@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -188,12 +188,7 @@ fn install_replaces_an_older_version_without_a_moment_of_a_missing_or_partial_fi
     let bin = root.join("opt/cni/bin");
     // Version N: another file (as an older release is), running while N+1 is installed.
     let old = b"#!/bin/sh\n# an older azure-vnet\nexec cat\n".repeat(20_000);
-    std::fs::write(bin.join("azure-vnet"), &old).unwrap();
-    std::fs::set_permissions(
-        bin.join("azure-vnet"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    write_executable(&bin.join("azure-vnet"), &old);
     std::fs::hard_link(bin.join("azure-vnet"), bin.join("azure-vnet-ipam")).unwrap();
     let mut running = Command::new(bin.join("azure-vnet"))
         .stdin(std::process::Stdio::piped())

@@ -194,7 +194,7 @@ fn only_this_very_executable_runs_in_process() {
     let log = tb.log_dir("a");
     let other = TempDir::new("other");
     // A different file at the front of CNI_PATH (another build, or a copy mid-upgrade): exec'd.
-    std::fs::copy(ipam_bin(), other.join("azure-vnet-ipam")).unwrap();
+    copy_executable(&ipam_bin(), &other.join("azure-vnet-ipam"));
     // (CNI_PATH, expected in-process?)
     let cases = [
         (format!("{}:/usr/lib/cni", bin_dir().display()), true),

@@ -544,8 +544,7 @@ fn cri_our_install_over_an_upstream_shaped_node_keeps_its_pods_and_their_dels_wo
     files.push((conf.join("10-azure.conflist.old"), seed_conflist.clone()));
     files.push((conf.join("10-azure.conflist"), seed_conflist.clone()));
     for (p, content) in &files {
-        std::fs::write(p, content).unwrap();
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(p, content);
     }
     wait_network_ready(&cri);
 

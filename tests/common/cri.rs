@@ -564,7 +564,7 @@ impl CriNode {
     /// Put a plugin binary (back) into the CNI bin dir containerd uses.
     pub fn install_bin(&self, bin: &Path) {
         let name = bin.file_name().expect("a file");
-        std::fs::copy(bin, self.dir.join("cni/bin").join(name)).unwrap();
+        copy_executable(bin, &self.dir.join("cni/bin").join(name));
     }
 
     /// containerd SIGKILLed (a crash) and started again in the same mount namespace.

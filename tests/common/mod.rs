@@ -69,7 +69,7 @@ pub fn install_plugins(dir: &Path) {
         let _ = std::fs::remove_file(dir.join(name));
     }
     if std::fs::hard_link(&built, dir.join("azure-vnet")).is_err() {
-        std::fs::copy(&built, dir.join("azure-vnet")).unwrap();
+        copy_executable(&built, &dir.join("azure-vnet"));
     }
     std::fs::hard_link(dir.join("azure-vnet"), dir.join("azure-vnet-ipam")).unwrap();
 }
@@ -82,7 +82,7 @@ pub fn exec_bin_dir() -> PathBuf {
         let dir = bin_dir().with_extension("copies");
         std::fs::create_dir_all(&dir).unwrap();
         for name in ["azure-vnet", "azure-vnet-ipam"] {
-            std::fs::copy(env!("CARGO_BIN_EXE_azure-vnet"), dir.join(name)).unwrap();
+            copy_executable(Path::new(env!("CARGO_BIN_EXE_azure-vnet")), &dir.join(name));
         }
         dir
     })
@@ -658,18 +658,43 @@ pub fn hold_lock(path: &Path) -> std::fs::File {
 }
 
 /// Wait until `cond` holds (kernel work that finishes asynchronously, e.g. netns teardown).
+/// The limit is generous: the kernel destroys deleted namespaces one after another on one
+/// worker for the whole machine, so other tests' teardowns queue ahead of this one's.
 pub fn eventually(what: &str, cond: impl Fn() -> bool) {
-    eventually_for(what, Duration::from_secs(10), cond)
-}
-
-/// [`eventually`] with its own limit: the kernel destroys deleted namespaces one after
-/// another on one worker, so many dropped at once take longer.
-pub fn eventually_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < limit, "timed out waiting for: {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for: {what}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Copy a file that will be executed, with `cp`: the new file's only writer is then `cp`, never
+/// this process, whose descriptors a child forked by another test thread holds until it
+/// execs; an exec of the file meanwhile would fail with ETXTBSY ("text file busy").
+pub fn copy_executable(src: &Path, dst: &Path) {
+    // A new inode: a process may be running the file being replaced.
+    let _ = std::fs::remove_file(dst);
+    let out = Command::new("cp").arg(src).arg(dst).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cp {} {}: {}",
+        src.display(),
+        dst.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Write a file that will be executed (mode 0755), the same way as [`copy_executable`].
+pub fn write_executable(dst: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = PathBuf::from(format!("{}.staged", dst.display()));
+    std::fs::write(&staged, content).unwrap();
+    copy_executable(&staged, dst);
+    std::fs::remove_file(&staged).unwrap();
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// How many waiters the kernel has queued for a `flock` on `path`: the `->` lines of

@@ -64,7 +64,7 @@ impl Podman {
             Path::new("/usr/lib/cni/portmap"),
             Path::new("/usr/lib/cni/loopback"),
         ] {
-            std::fs::copy(b, dir.join("bin").join(b.file_name().unwrap())).unwrap();
+            copy_executable(b, &dir.join("bin").join(b.file_name().unwrap()));
         }
         // Ours as the installer puts them: one file under both names.
         assert!(bins.iter().all(|b| b.starts_with(bin_dir())), "{bins:?}");
