@@ -50,7 +50,7 @@ const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 const NET: &str = "azure";
 /// Serve HTTP, stay up until SIGTERM (bounded), exit 0 on it.
 const CONTAINER_CMD: &str =
-    "ip -4 -o addr show eth0; httpd -p 80 -h /var/www; trap 'exit 0' TERM; sleep 120 & wait";
+    "trap 'exit 0' TERM; ip -4 -o addr show eth0; httpd -p 80 -h /var/www; sleep 120 & wait";
 
 fn secondary_of_node_a(ip: &str) -> bool {
     let a: Ipv4Addr = ip
