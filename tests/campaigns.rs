@@ -467,7 +467,7 @@ fn faults_sigkill_at_random_moments() {
         round += 1;
     }
     println!(
-        "fault campaign: {round} rounds of {conc} concurrent ADDs and DELs, {} SIGKILLs delivered {:?}, {} aimed at processes already done; kill moments by tenth of the window: {:?}; after each round both state files parsed, no IP had two owners, and nothing was left",
+        "fault campaign: {round} rounds of {conc} concurrent ADDs and DELs, {} SIGKILLs delivered {:?}, {} aimed at processes already done; delivered kills by the tenth of the window they were planned in: {:?}; after each round both state files parsed, no IP had two owners, and nothing was left",
         stats.delivered, stats.by_target, stats.missed, stats.by_decile
     );
     assert!(
