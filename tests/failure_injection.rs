@@ -84,6 +84,36 @@ fn a_failure_in_the_pods_routes_rolls_back_veth_and_ip() {
 }
 
 #[test]
+fn a_failure_at_the_record_after_the_host_route_rolls_back_everything() {
+    let tb = Testbed::up(30);
+    let (ns, path) = tb.pod("unrecorded");
+    // Another writer holds azure-vnet.json's lock past the timeout: the record, the step after
+    // the host route, fails; the veth pair (with its route) and the address are undone.
+    let _held = hold_lock(&tb.run_dir("a").join("azure-vnet/azure-vnet.lock"));
+    let before = snapshot(&tb, "a", &ns);
+    let mut env = with(
+        tb.env("a"),
+        &cni_env("ADD", "cid-unrecorded", &path.display().to_string(), "eth0"),
+    );
+    env.push(kubelet_args("default", "unrecorded", "cid-unrecorded"));
+    env.push(("AZURE_VNET_LOCK_TIMEOUT_MS".into(), "300".into()));
+    let out = run_plugin(Some(&tb.node("a")), &vnet_bin(), &env, VNET_CONF.as_bytes());
+    let e = out.err(11);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("timed out locking store"),
+        "{e}"
+    );
+    assert_eq!(before, snapshot(&tb, "a", &ns), "left behind: {e}");
+    let log = std::fs::read_to_string(tb.log_dir("a").join("azure-vnet.log")).unwrap();
+    for step in ["release the IP", "delete the veth pair"] {
+        assert!(log.contains(step), "rolled back: {step}: {log}");
+    }
+}
+
+#[test]
 fn pool_exhausted() {
     let tb = Testbed::up(1);
     let (_, p1) = tb.pod("first");
