@@ -502,20 +502,6 @@ impl Drop for Stopped {
     }
 }
 
-/// The pids of processes whose environment has `var`.
-fn pids_with_env(var: &str) -> Vec<i32> {
-    let var = format!("{var}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.windows(var.len()).any(|w| w == var.as_bytes()))
-        })
-        .collect()
-}
-
 /// The moment the concurrent test above can only hope to hit, made to happen: an ADD that
 /// holds its address but has no record yet, frozen there while reconcile --apply runs (with
 /// a grace shorter than the freeze). Reconcile sees the CNI operation in the node's processes
@@ -531,8 +517,13 @@ fn reconcile_leaves_alone_a_container_whose_add_is_running() {
         eventually("the ADD to wait for the state lock", || {
             flock_waiters(&lock_path) > 0
         });
-        let pids = pids_with_env("CNI_COMMAND=ADD");
-        assert_eq!(pids.len(), 1, "one ADD running: {pids:?}");
+        let pids = flock_waiter_pids(&lock_path);
+        assert_eq!(pids.len(), 1, "one ADD waits: {pids:?}");
+        let environ = std::fs::read(format!("/proc/{}/environ", pids[0])).unwrap();
+        assert!(
+            environ.split(|b| *b == 0).any(|v| v == b"CNI_COMMAND=ADD"),
+            "the waiter is the ADD"
+        );
         let frozen = Stopped::new(pids[0]);
         drop(lock);
         let held_before = ips_in_use(&n.tb.ipam_state("a"));

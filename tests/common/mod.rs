@@ -697,12 +697,18 @@ pub fn write_executable(dst: &Path, content: &[u8]) {
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// How many waiters the kernel has queued for a `flock` on `path`: the `->` lines of
-/// `/proc/locks` naming its device and inode (`MAJ:MIN:INODE`, the first two in hex).
+/// How many waiters the kernel has queued for a `flock` on `path`.
 pub fn flock_waiters(path: &Path) -> usize {
+    flock_waiter_pids(path).len()
+}
+
+/// The processes the kernel has queued for a `flock` on `path`: the `->` lines of
+/// `/proc/locks` naming its device and inode (`MAJ:MIN:INODE`, the first two in hex), whose
+/// field before that is the waiter's process ID.
+pub fn flock_waiter_pids(path: &Path) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(md) = std::fs::metadata(path) else {
-        return 0;
+        return Vec::new();
     };
     let dev = md.dev();
     let id = format!(
@@ -714,8 +720,13 @@ pub fn flock_waiters(path: &Path) -> usize {
     std::fs::read_to_string("/proc/locks")
         .unwrap()
         .lines()
-        .filter(|l| l.contains(" -> ") && l.split_whitespace().any(|f| f == id))
-        .count()
+        .filter(|l| l.contains(" -> "))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == id)?;
+            fields.get(at.checked_sub(1)?)?.parse().ok()
+        })
+        .collect()
 }
 
 /// Names of links in namespace `ns`.
