@@ -273,6 +273,15 @@ fn cri_upgrade_and_downgrade_under_churn_of_10_sandboxes_drop_no_pod() {
             })
             .collect();
 
+        // A failed assertion below must still end the workers, or the scope waits forever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop_on_panic = StopOnDrop(&stop);
+
         // Phase N, then N+1 installed over it, then N again (the roll back). Besides the
         // churn, whose pods straddle an install only as timing allows, one pod made before
         // each install is removed after it: by the other version, whatever the timing.
