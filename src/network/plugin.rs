@@ -314,9 +314,10 @@ impl Plugin for NetworkPlugin {
         let address = ipc.address;
         watch.lap("ipam");
 
-        // Routes and addresses, in the pod, then on the host. Once the pod end is up the pair
-        // has its carrier, so the host route is not born flagged `linkdown` (a flag the kernel
-        // clears only later, from its link-watch work, visible meanwhile in `ip route`).
+        // Routes and addresses, in the pod, then on the host. The host end was born up, so once
+        // the pod end is up the pair has its carrier and the host route is not born flagged
+        // `linkdown` (a flag the kernel clears only later, from its link-watch work, visible
+        // meanwhile in `ip route`).
         let master = find_master(&host, &loaded.value, req, address)?;
         datapath::configure_pod(&host, pod_handles, &plan, &veth, address, master.mtu)?;
         datapath::configure_host(&host, &veth, address, master.mtu)?;
