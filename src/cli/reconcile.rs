@@ -42,7 +42,9 @@ whose network namespace still exists. Dry run by default.
 Safe while pods start: something counts only if it is there in two looks --grace seconds apart
 (default 5), never while a CNI operation for its container runs (run it in the host's PID
 namespace with CAP_SYS_PTRACE so it can see them: --apply refuses otherwise), and an address is
-released under the IPAM state lock, so no ADD can be given it meanwhile.
+released under the IPAM state lock, so no ADD can be given it meanwhile. Between a pod's last
+CNI plugin and the runtime's cache entry for it only --grace protects the pod: keep it longer
+than the runtime could ever stall there.
 
 Exit status: 0 nothing to do (or all done), 1 something to do (dry run) or not all done,
 2 cannot tell.
