@@ -25,6 +25,7 @@ pub(crate) mod datapath;
 pub(crate) mod delegate;
 pub(crate) mod encoding;
 pub(crate) mod error;
+pub(crate) mod files;
 pub(crate) mod ipam;
 pub(crate) mod logging;
 pub(crate) mod netlink;

@@ -179,13 +179,23 @@ impl Stopwatch {
     }
 }
 
+/// The log, if it is a regular file (O_NONBLOCK: a FIFO in its place is skipped, never waited
+/// on; see `files`).
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    use nix::fcntl::OFlag;
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 fn open_rotated(path: &Path, max_bytes: u64, backups: u32) -> std::io::Result<File> {

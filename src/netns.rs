@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
@@ -25,14 +26,19 @@ impl Netns {
     /// Open `path` and make sure it is a network namespace (not a plain file, not another
     /// kind of namespace), before anything is changed anywhere.
     pub fn open(path: &Path) -> Result<Netns> {
-        let file = File::open(path).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                Code::UnknownContainer
-            } else {
-                Code::Internal
-            };
-            Error::os(code, &e).context(format!("open netns {}", path.display()))
-        })?;
+        // O_NONBLOCK: a FIFO given as the namespace fails below instead of blocking the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(|e| {
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    Code::UnknownContainer
+                } else {
+                    Code::Internal
+                };
+                Error::os(code, &e).context(format!("open netns {}", path.display()))
+            })?;
         // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd's namespace type;
         // on a non-nsfs fd it fails with ENOTTY, which we report.
         let kind = unsafe { nix::libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };

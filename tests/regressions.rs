@@ -577,3 +577,118 @@ fn a_second_nic_does_not_capture_the_networks_pods() {
     ping(&ns4, NODE_B_IP);
     ns_sh(&node_b, &["ping", "-c1", "-W2", "10.225.0.5"]);
 }
+
+/// A FIFO where a file belongs: the state files, the interfaces file, a log, the network
+/// namespace, the command-line tool's conflist. Each is refused (or, for a log, skipped) at
+/// once. Before, opening it waited for a writer for ever: an ADD hung holding the pod's veth
+/// lock, and `status` and `metrics` hung too.
+#[test]
+fn a_fifo_where_a_file_belongs_is_refused_or_skipped_never_waited_on() {
+    use nix::sys::stat::Mode;
+    let tb = Testbed::up(5);
+    let node = tb.node("a");
+    let (pod_ns, path) = tb.pod("fifo");
+    let netns = path.display().to_string();
+    let scratch = TempDir::new("fifo");
+    let fifo = |p: &std::path::Path| {
+        nix::unistd::mkfifo(p, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+    };
+    let call = |cmd: &str, netns: &str, extra: &[(String, String)]| {
+        let env = with(tb.env("a"), &cni_env(cmd, "cid-fifo", netns, "eth0"));
+        let env = with(env, &[kubelet_args("default", "fifo", "cid-fifo")]);
+        run_plugin(
+            Some(&node),
+            &vnet_bin(),
+            &with(env, extra),
+            VNET_CONF.as_bytes(),
+        )
+    };
+    let no_ip_in_use = || {
+        !tb.run_dir("a").join("azure-vnet-ipam.json").exists()
+            || ips_in_use(&tb.ipam_state("a")).is_empty()
+    };
+    let untouched = |what: &str| {
+        assert!(no_ip_in_use(), "{what}");
+        assert!(
+            !links(&node).iter().any(|l| l.starts_with("azv")),
+            "{what}: {:?}",
+            links(&node)
+        );
+        assert!(!links(&pod_ns).contains(&"eth0".to_string()), "{what}");
+    };
+
+    // The state files: refused, as a directory is.
+    for f in ["azure-vnet.json", "azure-vnet-ipam.json"] {
+        let p = tb.run_dir("a").join(f);
+        fifo(&p);
+        let e = call("ADD", &netns, &[]).err(5);
+        assert!(
+            e["msg"].as_str().unwrap().contains("not a regular file"),
+            "{f}: {e}"
+        );
+        std::fs::remove_file(&p).unwrap();
+        untouched(f);
+    }
+    // The interfaces file (the address source): the ADD fails as for an unreadable one.
+    let interfaces = scratch.join("interfaces.json");
+    fifo(&interfaces);
+    let out = call(
+        "ADD",
+        &netns,
+        &[(
+            "AZURE_VNET_INTERFACES_FILE".into(),
+            interfaces.display().to_string(),
+        )],
+    );
+    let e = out.err(100);
+    assert!(
+        e["msg"].as_str().unwrap().contains("not a regular file"),
+        "{e}"
+    );
+    untouched("the interfaces file");
+    // The network namespace.
+    let e = call("ADD", &interfaces.display().to_string(), &[]).err(999);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("is not a network namespace"),
+        "{e}"
+    );
+    untouched("the netns");
+    // The logs: skipped; the pod is made and deleted as usual.
+    let logs = scratch.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    for f in ["azure-vnet.log", "azure-vnet-ipam.log"] {
+        fifo(&logs.join(f));
+    }
+    let log_env = [("AZURE_VNET_LOG_DIR".into(), logs.display().to_string())];
+    call("ADD", &netns, &log_env).succeeded();
+    assert_eq!(call("DEL", &netns, &log_env).code, 0);
+    assert!(no_ip_in_use());
+
+    // The command-line tool's conflist: a FIFO, and /dev/zero (no end), each refused, naming it.
+    for conflist in [interfaces.as_path(), std::path::Path::new("/dev/zero")] {
+        for sub in ["status", "metrics"] {
+            let mut cmd = std::process::Command::new(vnet_bin());
+            cmd.env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(tb.env("a"))
+                .args([sub, "--conflist"])
+                .arg(conflist);
+            let out = run_with_stdin(cmd, b"");
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                all.contains(&conflist.display().to_string()) && !all.contains("panicked"),
+                "{sub} --conflist {}: exit {}: {all}",
+                conflist.display(),
+                out.code
+            );
+            // status cannot tell (exit 2); metrics still prints, saying the state is unreadable.
+            match sub {
+                "status" => assert_eq!(out.code, 2, "{all}"),
+                _ => assert!(out.stdout.contains("azure_vnet_state_readable 0"), "{all}"),
+            }
+        }
+    }
+}

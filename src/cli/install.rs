@@ -69,7 +69,8 @@ pub(crate) fn install_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Us
     let (bin_dir, conf_dir) = dirs(&o);
     let run = || -> Result<Vec<(PathBuf, &'static str)>> {
         let conflist = match o.path("conflist") {
-            Some(f) => std::fs::read(f).with_context(|| format!("read {}", f.display()))?,
+            Some(f) => crate::files::read_regular(f, crate::cni::config::MAX_STDIN as u64)
+                .with_context(|| format!("read {}", f.display()))?,
             None => DEFAULT_CONFLIST.to_vec(),
         };
         check_conflist(&conflist).with_context(|| {

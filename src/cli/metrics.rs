@@ -174,7 +174,7 @@ fn read_new(path: &Path, cur: &mut Cursor, out: &mut Vec<u8>) {
 /// The complete lines of `path` from `offset`; how many bytes they were.
 fn read_from(path: &Path, offset: u64, out: &mut Vec<u8>) -> u64 {
     let mut buf = Vec::new();
-    let read = std::fs::File::open(path).and_then(|mut f| {
+    let read = crate::files::open_regular(path).and_then(|mut f| {
         f.seek(SeekFrom::Start(offset))?;
         f.read_to_end(&mut buf)
     });
@@ -405,7 +405,7 @@ pub(crate) fn metrics_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Us
         });
         let mut totals: Totals = cursor
             .as_ref()
-            .and_then(|c| std::fs::read(c).ok())
+            .and_then(|c| crate::files::read_regular(c, 1 << 20).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let text = render(&families(conflist, &mut totals));

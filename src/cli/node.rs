@@ -41,7 +41,8 @@ impl NodeConfig {
         });
         let entry = match &path {
             Some(p) => {
-                let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+                let bytes = crate::files::read_regular(p, crate::cni::config::MAX_STDIN as u64)
+                    .with_context(|| format!("read {}", p.display()))?;
                 plugin_entry(&bytes).with_context(|| p.display().to_string())?
             }
             None => {

@@ -203,26 +203,9 @@ pub fn parse_interfaces_json(bytes: &[u8]) -> Result<Vec<NicInfo>> {
 }
 
 fn read_interfaces_file(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)
+    crate::files::read_regular(path, MAX_SOURCE_BYTES)
         .map_err(|e| Error::os(Code::Runtime, &e))
-        .with_context(|| format!("read interfaces file {}", path.display()))?;
-    let size = f.metadata().map_or(0, |m| m.len().min(MAX_SOURCE_BYTES));
-    let mut bytes = Vec::with_capacity(size as usize + 1);
-    f.take(MAX_SOURCE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::os(Code::Runtime, &e))
-        .with_context(|| format!("read interfaces file {}", path.display()))?;
-    if bytes.len() as u64 > MAX_SOURCE_BYTES {
-        return Err(Error::new(
-            Code::Runtime,
-            format!(
-                "interfaces file {} is larger than {MAX_SOURCE_BYTES} bytes",
-                path.display()
-            ),
-        ));
-    }
-    Ok(bytes)
+        .with_context(|| format!("read interfaces file {}", path.display()))
 }
 
 /// The gateway Azure uses: the subnet's first address.

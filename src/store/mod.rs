@@ -228,11 +228,12 @@ pub fn parse_state_shared<T: StateFile>(path: &Path, bytes: Vec<u8>) -> Result<T
 }
 
 /// The file's bytes (empty when it does not exist) and its identity. Refuses symlinks and
-/// non-regular files.
+/// non-regular files (opened O_NONBLOCK, so a FIFO is refused rather than waited on: see
+/// `files`).
 fn read_bytes(path: &Path) -> Result<(Bytes, Option<Stamp>)> {
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
         .open(path)
     {
         Ok(f) => f,
