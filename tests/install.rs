@@ -379,6 +379,25 @@ fn usage_errors_and_help() {
             "{args:?}"
         );
     }
+    // Values that are not a number of seconds a wait can take: refused, never a panic.
+    for grace in [
+        "inf",
+        "1e309",
+        "18446744073709551616",
+        "-1",
+        "nan",
+        "",
+        "5s",
+    ] {
+        let out = Command::new(vnet_bin())
+            .args(["reconcile", "--grace", grace])
+            .env_remove("CNI_COMMAND")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--grace {grace:?}: {err}");
+        assert!(err.contains("not a number of seconds"), "{grace:?}: {err}");
+    }
     // A runtime's call is never the tool: CNI_COMMAND set, or no arguments.
     let out = Command::new(vnet_bin())
         .arg("install")

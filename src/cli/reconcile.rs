@@ -86,8 +86,24 @@ fn cached_attachments(dir: &Path, network: &str) -> Result<HashSet<(String, Stri
         }
     };
     for e in entries.flatten() {
-        let Ok(bytes) = std::fs::read(e.path()) else {
-            continue;
+        // (An entry holds a result and the network's config, itself at most 1 MiB.) One that
+        // cannot be read is not taken for a dead pod: the answer is "cannot tell".
+        let bytes = match crate::files::read_regular(&e.path(), 4 << 20) {
+            Ok(b) => b,
+            // Removed meanwhile, or not an entry at all (a FIFO, a directory).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                continue
+            }
+            Err(err) => {
+                return Err(
+                    crate::error::Error::from(err).context(format!("read {}", e.path().display()))
+                )
+            }
         };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             continue;
@@ -213,8 +229,8 @@ pub(crate) fn reconcile_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, 
         Some(g) => g
             .to_str()
             .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| *s >= 0.0)
-            .map(Duration::from_secs_f64)
+            // (Negative, NaN, infinite and too large for a Duration are all refused.)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
             .ok_or_else(|| Usage(format!("--grace {}: not a number of seconds", g.display())))?,
     };
     let cache = o
