@@ -354,7 +354,26 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> PluginOut {
         // The plugin may exit early (bad env) and close stdin: ignore EPIPE.
         let _ = si.write_all(stdin);
     }
-    let out = child.wait_with_output().unwrap();
+    // A plugin that never answers fails the test (killed), rather than hanging it.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let out = rx.recv().unwrap().unwrap();
+            panic!(
+                "pid {pid} did not answer within 120 s (killed); stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
     PluginOut {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
