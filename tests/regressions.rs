@@ -692,3 +692,52 @@ fn a_fifo_where_a_file_belongs_is_refused_or_skipped_never_waited_on() {
         }
     }
 }
+
+/// GC keeps or removes attachments, not containers. One whose container is listed with
+/// another interface goes, address included: before, its record, route and veth went, but the
+/// IPAM plugin's GC, keyed by container, kept its address for good. An entry without its
+/// interface is refused before anything changes: before, it kept nothing of its container
+/// here, and all of it in the IPAM plugin.
+#[test]
+fn gc_keeps_or_removes_whole_attachments() {
+    let tb = Testbed::up(5);
+    let node = tb.node("a");
+    let (ns, path) = tb.pod("gc1");
+    let added = vnet(
+        &tb,
+        pod_env("ADD", "cid-gc1", &p(&path), "eth0", "default", "gc1"),
+        VNET_CONF,
+    )
+    .succeeded();
+    let ip = result_ip(&added);
+
+    let before = snapshot(&tb, "a", &ns);
+    let e = gc(&tb, VNET_CONF, r#"[{"containerID":"cid-gc1"}]"#).err(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains("without its containerID or ifname"),
+        "{e}"
+    );
+    assert_eq!(
+        before,
+        snapshot(&tb, "a", &ns),
+        "the refused GC changed something"
+    );
+
+    gc(
+        &tb,
+        VNET_CONF,
+        r#"[{"containerID":"cid-gc1","ifname":"eth9"}]"#,
+    )
+    .succeeded();
+    assert!(endpoints(&vnet_state(&tb, "a"), "azure").is_empty());
+    assert!(
+        ips_in_use(&tb.ipam_state("a")).is_empty(),
+        "the removed attachment's address {ip} is still held: {:?}",
+        ips_in_use(&tb.ipam_state("a"))
+    );
+    assert!(!routes(&node).contains(&ip), "{}", routes(&node));
+    assert!(!links(&node).contains(&host_veth("default.gc1")));
+}

@@ -337,9 +337,9 @@ fn apply(cfg: &NodeConfig, items: &BTreeMap<Item, String>) -> BTreeMap<Item, boo
         return done;
     };
     let vstore = crate::network::plugin::store_at(&cfg.settings, &log);
-    let release = |owner: Option<&str>, pin: crate::network::ipam::Pin| -> Result<()> {
-        match (owner, pin.address) {
-            (Some(owner), Some(ip)) => release_if_idle(cfg, &log, ip, Some(owner)),
+    let release = |ep: Option<&Endpoint>, pin: crate::network::ipam::Pin| -> Result<()> {
+        match (ep, pin.address) {
+            (Some(ep), Some(ip)) => release_if_idle(cfg, &log, ip, Some(&ep.container_id)),
             _ => Ok(()),
         }
     };

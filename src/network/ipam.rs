@@ -90,6 +90,30 @@ pub(crate) fn release(req: &Request, pin: Pin) -> Result<()> {
     })
 }
 
+/// [`release`] on behalf of another attachment than the request's (GC): its container ID and
+/// interface name are what the IPAM plugin's DEL sees.
+pub(crate) fn release_of(req: &Request, container_id: &str, ifname: &str, pin: Pin) -> Result<()> {
+    let mut vars = req.vars.clone();
+    vars.insert("CNI_CONTAINERID".into(), container_id.into());
+    vars.insert("CNI_IFNAME".into(), ifname.into());
+    // DEL needs no namespace; the GC's request names none.
+    vars.remove("CNI_NETNS");
+    let ty = &req.conf.ipam()?.plugin_type;
+    delegate::exec(
+        ty,
+        Command::Del,
+        &stdin(req, pin),
+        &vars,
+        &req.env.path,
+        local(ty),
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        e.with_code(Code::TryAgainLater)
+            .context("failed to release address")
+    })
+}
+
 /// Whether the IPAM plugin speaks CNI 1.1 (GC, STATUS): its VERSION answer lists 1.1.0.
 pub(crate) fn speaks_1_1(req: &Request) -> Result<bool> {
     let out = exec(req, Command::Version, Pin::default())?;

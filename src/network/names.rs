@@ -85,6 +85,16 @@ pub fn long_endpoint_id(container_id: &str, ifname: &str) -> String {
     format!("{container_id}/{ifname}")
 }
 
+/// The interface name in an endpoint ID of `container_id` (either form above); `None` for an
+/// ID of another shape.
+pub fn ifname_in_endpoint_id<'a>(id: &'a str, container_id: &str) -> Option<&'a str> {
+    let head: String = container_id.chars().take(8).collect();
+    id.strip_prefix(container_id)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .or_else(|| id.strip_prefix(head.as_str())?.strip_prefix('-'))
+        .filter(|i| !i.is_empty())
+}
+
 /// Lock stripe guarding one host veth name between ADD, DEL and GC (see the plugin).
 pub fn veth_lock_name(host: &str) -> String {
     format!("veth-{}.lock", host.get(3..5).unwrap_or("00"))
@@ -93,6 +103,28 @@ pub fn veth_lock_name(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_interface_name_comes_back_out_of_either_endpoint_id() {
+        let cid = "ee86fb8b5d2c4e1f";
+        for ifname in ["eth0", "net1", "a-b", "x/y"] {
+            for id in [
+                short_endpoint_id(cid, ifname),
+                long_endpoint_id(cid, ifname),
+            ] {
+                assert_eq!(ifname_in_endpoint_id(&id, cid), Some(ifname), "{id}");
+            }
+        }
+        // (id, container ID): not this container's, or no interface.
+        for (id, c) in [
+            ("ee86fb8b-eth0", "ffffffff0000"),
+            ("ee86fb8b-", cid),
+            ("ee86fb8b5d2c4e1f/", cid),
+            ("eth0", cid),
+        ] {
+            assert_eq!(ifname_in_endpoint_id(id, c), None, "{id}");
+        }
+    }
 
     #[test]
     fn names_match_the_seed_and_the_spec() {

@@ -24,7 +24,7 @@ use crate::netns::Netns;
 use crate::network::ipam::{self, Pin};
 use crate::network::names::{self, Ident};
 use crate::network::record;
-use crate::network::state::NetworkFile;
+use crate::network::state::{Endpoint, NetworkFile};
 use crate::network::teardown::Teardown;
 use crate::rollback::Rollback;
 use crate::settings::Settings;
@@ -214,7 +214,7 @@ fn del_unrecorded(
         return Ok(());
     }
     let host = Netlink::connect()?;
-    let release = |_: Option<&str>, pin| ipam::release(req, pin);
+    let release = |_: Option<&Endpoint>, pin| ipam::release(req, pin);
     let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
     if file.veth_owner(&id.host_veth)?.is_none() {
         if let Some(link) = host.link_by_name(&id.host_veth)? {
@@ -374,7 +374,7 @@ impl Plugin for NetworkPlugin {
         // Host routes, the record, then the address. The veth stays: its peer is in the pod
         // and goes with the pod's namespace (upstream does the same).
         let host = Netlink::connect()?;
-        let release = |_: Option<&str>, pin| ipam::release(req, pin);
+        let release = |_: Option<&Endpoint>, pin| ipam::release(req, pin);
         let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
         teardown.routes(std::slice::from_ref(&ep));
         let removed = teardown.records(&store, Some(loaded), |k, raw| {
@@ -458,6 +458,18 @@ impl Plugin for NetworkPlugin {
         let valid = req.conf.conf.valid_attachments.as_ref().ok_or_else(|| {
             invalid_config("GC needs cni.dev/valid-attachments (an empty list removes everything)")
         })?;
+        // The spec's entries name an attachment: both fields. One without its interface would
+        // keep nothing here (and, by its container, everything in the IPAM plugin's GC).
+        if let Some(a) = valid
+            .iter()
+            .find(|a| a.container_id.is_empty() || a.ifname.is_empty())
+        {
+            return Err(invalid_config(format!(
+                "cni.dev/valid-attachments: an entry without its containerID or ifname \
+                 (containerID {:?}, ifname {:?})",
+                a.container_id, a.ifname
+            )));
+        }
         let valid: HashSet<(&str, String)> = valid
             .iter()
             .flat_map(|a| {
@@ -470,10 +482,21 @@ impl Plugin for NetworkPlugin {
             .collect();
         let store = store(req);
         let host = Netlink::connect()?;
-        let release = |_: Option<&str>, pin| ipam::release(req, pin);
+        // A removed record's address goes as its DEL would have given it back: as its own
+        // container's. The IPAM plugin's GC that follows keys on containers only, so it would
+        // keep the address of an attachment whose container is listed with another interface.
+        let release = |ep: Option<&Endpoint>, pin| match ep {
+            Some(ep) => {
+                // (A record keyed otherwise, by another writer: its interface is unknown. Our
+                // IPAM plugin releases by container and address, which is all it needs.)
+                let ifname = names::ifname_in_endpoint_id(&ep.id, &ep.container_id);
+                ipam::release_of(req, &ep.container_id, ifname.unwrap_or("eth0"), pin)
+            }
+            None => ipam::release(req, pin),
+        };
         let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
 
-        // The records of attachments that are not valid, and their host routes.
+        // The records of attachments that are not valid, their host routes, their addresses.
         let removed = teardown
             .records(&store, None, |k, raw| {
                 let e = raw.parse()?;
@@ -481,6 +504,7 @@ impl Plugin for NetworkPlugin {
             })
             .unwrap_or_default();
         teardown.routes(&removed);
+        teardown.release(&removed);
 
         // Host veths: those of the removed records, and strays whose peer never left the host.
         // A veth whose peer is in some pod and that no record here names belongs to another

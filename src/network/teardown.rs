@@ -19,9 +19,9 @@ use crate::network::state::{Endpoint, NetworkFile, RawEndpoint};
 use crate::store::{Loaded, Store};
 
 /// How addresses are released: through the IPAM plugin for DEL and GC (`ipam::release`),
-/// directly for the command-line tool's reconcile. The container whose address it is, when a
-/// record says.
-pub(crate) type Release<'a> = &'a dyn Fn(Option<&str>, Pin) -> Result<()>;
+/// directly for the command-line tool's reconcile. The record whose address it is, when one
+/// says.
+pub(crate) type Release<'a> = &'a dyn Fn(Option<&Endpoint>, Pin) -> Result<()>;
 
 pub(crate) struct Teardown<'a> {
     log: &'a Logger,
@@ -102,7 +102,7 @@ impl<'a> Teardown<'a> {
                     address: Some(net.ip()),
                     subnet: Some(subnet_of(net)),
                 };
-                if let Err(e) = (self.release)(Some(&ep.container_id), pin) {
+                if let Err(e) = (self.release)(Some(ep), pin) {
                     self.fail(e);
                 }
             }
