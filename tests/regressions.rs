@@ -741,3 +741,48 @@ fn gc_keeps_or_removes_whole_attachments() {
     assert!(!routes(&node).contains(&ip), "{}", routes(&node));
     assert!(!links(&node).contains(&host_veth("default.gc1")));
 }
+
+/// GC of one network leaves the pods of another network of the same run directory (on a
+/// second NIC) whole: the IPAM plugin's GC, which sees one state file for both, keeps the
+/// addresses the other network's records hold. (Before, it released them: the other
+/// network's live pods lost their addresses to the next ADD.)
+#[test]
+fn gc_of_one_network_keeps_the_other_networks_addresses() {
+    let tb = Testbed::up(5);
+    tb.second_nic(3);
+    let conf2 = |master: &str| {
+        VNET_CONF
+            .replace(r#""name":"azure""#, r#""name":"azure2""#)
+            .replace(r#""mode""#, &format!(r#""master":"{master}","mode""#))
+    };
+    let mut held = Vec::new();
+    for (pod, conf) in [("gca", VNET_CONF.to_string()), ("gcb", conf2("eth1"))] {
+        let (_, path) = tb.pod(pod);
+        let cid = format!("cid-{pod}");
+        let out = vnet(
+            &tb,
+            pod_env("ADD", &cid, &p(&path), "eth0", "default", pod),
+            &conf,
+        )
+        .succeeded();
+        held.push(result_ip(&out));
+    }
+    gc(
+        &tb,
+        VNET_CONF,
+        r#"[{"containerID":"cid-gca","ifname":"eth0"}]"#,
+    )
+    .succeeded();
+    let in_use = ips_in_use(&tb.ipam_state("a"));
+    for ip in &held {
+        assert!(in_use.contains_key(ip), "{ip} released: {in_use:?}");
+    }
+    // And the other network's own GC still removes what it does not list.
+    gc(&tb, &conf2("eth1"), "[]").succeeded();
+    let in_use = ips_in_use(&tb.ipam_state("a"));
+    assert_eq!(
+        in_use.keys().collect::<Vec<_>>(),
+        vec![&held[0]],
+        "{in_use:?}"
+    );
+}

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
+use crate::cni::config::Attachment;
 use crate::cni::env::Command;
 use crate::cni::skel::{Plugin, Request};
 use crate::delegate;
@@ -112,6 +113,20 @@ pub(crate) fn release_of(req: &Request, container_id: &str, ifname: &str, pin: P
         e.with_code(Code::TryAgainLater)
             .context("failed to release address")
     })
+}
+
+/// The IPAM plugin's GC, keeping `also` besides the request's valid attachments.
+pub(crate) fn gc_keeping(req: &Request, also: Vec<Attachment>) -> Result<()> {
+    let mut raw = req.conf.raw.clone();
+    let mut valid = req.conf.conf.valid_attachments.clone().unwrap_or_default();
+    valid.extend(also);
+    let valid = serde_json::to_value(valid).map_err(|e| crate::error::internal(e.to_string()))?;
+    if let Some(m) = raw.as_object_mut() {
+        m.insert("cni.dev/valid-attachments".into(), valid);
+    }
+    let stdin = serde_json::to_vec(&raw).map_err(|e| crate::error::internal(e.to_string()))?;
+    let ty = &req.conf.ipam()?.plugin_type;
+    delegate::exec(ty, Command::Gc, &stdin, req.vars, &req.env.path, local(ty)).map(|_| ())
 }
 
 /// Whether the IPAM plugin speaks CNI 1.1 (GC, STATUS): its VERSION answer lists 1.1.0.

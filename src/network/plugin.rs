@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 
+use crate::cni::config::Attachment;
 use crate::cni::env::Command;
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{Plugin, Request};
@@ -530,7 +531,20 @@ impl Plugin for NetworkPlugin {
             }
             teardown.veth(link);
         }
-        teardown.ipam_gc(req);
+        let others = store.load::<NetworkFile>().and_then(|l| {
+            let net = &req.conf.conf.name;
+            Ok(l.value
+                .select(None, |n, _, _| n != net)?
+                .into_iter()
+                .map(|(_, key, ep)| Attachment {
+                    ifname: names::ifname_in_endpoint_id(&key, &ep.container_id)
+                        .unwrap_or("eth0")
+                        .to_string(),
+                    container_id: ep.container_id,
+                })
+                .collect())
+        });
+        teardown.ipam_gc(req, others);
         teardown.finish()
     }
 

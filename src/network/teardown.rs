@@ -6,7 +6,7 @@
 
 use ipnetwork::IpNetwork;
 
-use crate::cni::env::Command;
+use crate::cni::config::Attachment;
 use crate::cni::skel::Request;
 use crate::datapath;
 use crate::encoding::{subnet_of, GoIpNet};
@@ -122,17 +122,18 @@ impl<'a> Teardown<'a> {
     }
 
     /// The IPAM plugin's own GC, if it speaks CNI 1.1 (for an older one, libcni's DEL of
-    /// stale cached attachments covers it).
-    pub fn ipam_gc(&mut self, req: &Request) {
-        let done = ipam::speaks_1_1(req).and_then(|yes| {
-            if yes {
-                ipam::exec(req, Command::Gc, Pin::default()).map(|_| ())
-            } else {
-                Ok(())
+    /// stale cached attachments covers it), told to keep `also` besides the request's valid
+    /// attachments: those of the other networks of this state file, whose addresses it sees
+    /// too. Without them (`Err`: the records could not be read) it is not run.
+    pub fn ipam_gc(&mut self, req: &Request, also: Result<Vec<Attachment>>) {
+        let done = also.and_then(|also| {
+            if ipam::speaks_1_1(req)? {
+                ipam::gc_keeping(req, also)?;
             }
+            Ok(())
         });
         if let Err(e) = done {
-            self.fail(e);
+            self.fail(e.context("the IPAM plugin's GC"));
         }
     }
 
