@@ -196,6 +196,16 @@ fn leftover_of_this_pod(host: &Netlink, link: &Link, req: &Request) -> bool {
     ours == Some(peer_ns)
 }
 
+/// The interface (CNI_IFNAME) of the attachment a record is for, from its key. A record keyed
+/// otherwise (another writer's) gives `eth0`: our IPAM plugin releases and keeps by container
+/// (and address), which is all it needs of it.
+fn attachment_ifname(ep: &Endpoint) -> String {
+    names::ifname_in_endpoint_id(&ep.id, &ep.container_id)
+        .filter(|i| crate::cni::env::validate_ifname(i).is_ok())
+        .unwrap_or("eth0")
+        .to_string()
+}
+
 /// DEL of a container with no record here: state lost, a repeated DEL, or an ADD interrupted
 /// before its record. Release by container ID, and remove this pod's host veth if no record
 /// claims it (spec A.3.5). The caller holds the veth lock.
@@ -487,12 +497,9 @@ impl Plugin for NetworkPlugin {
         // container's. The IPAM plugin's GC that follows keys on containers only, so it would
         // keep the address of an attachment whose container is listed with another interface.
         let release = |ep: Option<&Endpoint>, pin| match ep {
-            Some(ep) => {
-                // (A record keyed otherwise, by another writer: its interface is unknown. Our
-                // IPAM plugin releases by container and address, which is all it needs.)
-                let ifname = names::ifname_in_endpoint_id(&ep.id, &ep.container_id);
-                ipam::release_of(req, &ep.container_id, ifname.unwrap_or("eth0"), pin)
-            }
+            // (A record without its container, by another writer: nothing to release as.)
+            Some(ep) if ep.container_id.is_empty() => Ok(()),
+            Some(ep) => ipam::release_of(req, &ep.container_id, &attachment_ifname(ep), pin),
             None => ipam::release(req, pin),
         };
         let mut teardown = Teardown::new(req.log, &host, &req.conf.conf.name, &release);
@@ -531,20 +538,20 @@ impl Plugin for NetworkPlugin {
             }
             teardown.veth(link);
         }
-        let others = store.load::<NetworkFile>().and_then(|l| {
-            let net = &req.conf.conf.name;
+        // The IPAM plugin's GC sees every network's addresses (one state file): it keeps, too,
+        // those of every record still here, the other networks' and any this GC failed to
+        // remove, so that no address a record names is ever freed.
+        let recorded = store.load::<NetworkFile>().and_then(|l| {
             Ok(l.value
-                .select(None, |n, _, _| n != net)?
+                .select(None, |_, _, e| !e.container_id.is_empty())?
                 .into_iter()
-                .map(|(_, key, ep)| Attachment {
-                    ifname: names::ifname_in_endpoint_id(&key, &ep.container_id)
-                        .unwrap_or("eth0")
-                        .to_string(),
+                .map(|(_, _, ep)| Attachment {
+                    ifname: attachment_ifname(&ep),
                     container_id: ep.container_id,
                 })
                 .collect())
         });
-        teardown.ipam_gc(req, others);
+        teardown.ipam_gc(req, recorded);
         teardown.finish()
     }
 

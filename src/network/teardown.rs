@@ -123,14 +123,19 @@ impl<'a> Teardown<'a> {
 
     /// The IPAM plugin's own GC, if it speaks CNI 1.1 (for an older one, libcni's DEL of
     /// stale cached attachments covers it), told to keep `also` besides the request's valid
-    /// attachments: those of the other networks of this state file, whose addresses it sees
-    /// too. Without them (`Err`: the records could not be read) it is not run.
+    /// attachments: the attachments the records still name. Without them (`Err`: the records
+    /// could not be read) it is not run.
     pub fn ipam_gc(&mut self, req: &Request, also: Result<Vec<Attachment>>) {
-        let done = also.and_then(|also| {
-            if ipam::speaks_1_1(req)? {
-                ipam::gc_keeping(req, also)?;
+        let also = match also {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .fail(e.context("the IPAM plugin's GC skipped: the records are unreadable"))
             }
-            Ok(())
+        };
+        let done = ipam::speaks_1_1(req).and_then(|yes| match yes {
+            true => ipam::gc_keeping(req, also),
+            false => Ok(()),
         });
         if let Err(e) = done {
             self.fail(e.context("the IPAM plugin's GC"));
