@@ -85,15 +85,16 @@ fn cached_attachments(dir: &Path, network: &str) -> Result<HashSet<(String, Stri
             return Err(crate::error::Error::from(e).context(format!("read {}", dir.display())))
         }
     };
-    for e in entries.flatten() {
+    for entry in entries.flatten() {
+        let path = entry.path();
         // (An entry holds a result and the network's config, itself at most 1 MiB.) One that
         // cannot be read is not taken for a dead pod: the answer is "cannot tell".
-        let bytes = match crate::files::read_regular(&e.path(), 4 << 20) {
+        let bytes = match crate::files::read_regular(&path, 4 << 20) {
             Ok(b) => b,
             // Removed meanwhile, or not an entry at all (a FIFO, a directory).
-            Err(e)
+            Err(err)
                 if matches!(
-                    e.kind(),
+                    err.kind(),
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
                 ) =>
             {
@@ -101,7 +102,7 @@ fn cached_attachments(dir: &Path, network: &str) -> Result<HashSet<(String, Stri
             }
             Err(err) => {
                 return Err(
-                    crate::error::Error::from(err).context(format!("read {}", e.path().display()))
+                    crate::error::Error::from(err).context(format!("read {}", path.display()))
                 )
             }
         };

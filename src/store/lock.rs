@@ -59,9 +59,10 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
                 Some(nix::libc::EROFS | nix::libc::EACCES | nix::libc::EPERM)
             ) =>
         {
+            // (O_NONBLOCK: a FIFO in its place must not block a read-only open; see `files`.)
             OpenOptions::new()
                 .read(true)
-                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).bits())
                 .open(path)
                 .map_err(|_| e)
         }
