@@ -667,8 +667,15 @@ fn a_fifo_where_a_file_belongs_is_refused_or_skipped_never_waited_on() {
     assert_eq!(call("DEL", &netns, &log_env).code, 0);
     assert!(no_ip_in_use());
 
-    // The command-line tool's conflist: a FIFO, and /dev/zero (no end), each refused, naming it.
-    for conflist in [interfaces.as_path(), std::path::Path::new("/dev/zero")] {
+    // The command-line tool's conflist: a FIFO, /dev/zero (no end), a regular file over 1 MiB,
+    // each refused, naming it.
+    let big = scratch.join("big.conflist");
+    std::fs::write(&big, vec![b' '; (1 << 20) + 1]).unwrap();
+    for conflist in [
+        interfaces.as_path(),
+        std::path::Path::new("/dev/zero"),
+        &big,
+    ] {
         for sub in ["status", "metrics"] {
             let mut cmd = std::process::Command::new(vnet_bin());
             cmd.env_clear()

@@ -367,11 +367,14 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> PluginOut {
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            let out = rx.recv().unwrap().unwrap();
-            panic!(
-                "pid {pid} did not answer within 120 s (killed); stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            // (A grandchild still holding the pipes must not hang the test either.)
+            let stderr = rx
+                .recv_timeout(Duration::from_secs(10))
+                .ok()
+                .and_then(Result::ok)
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default();
+            panic!("pid {pid} did not answer within 120 s (killed); stderr: {stderr}");
         }
     };
     PluginOut {
