@@ -510,6 +510,17 @@ fn status_delegates_to_ipam() {
         VNET_CONF.as_bytes(),
     )
     .succeeded();
+    // A mode every ADD refuses: STATUS refuses it too (it cannot serve an ADD).
+    let bridge = VNET_CONF.replace(r#""mode":"transparent""#, r#""mode":"bridge""#);
+    assert_ne!(bridge, VNET_CONF);
+    let e = run_plugin(
+        Some(&tb.node("a")),
+        &vnet_bin(),
+        &env("STATUS"),
+        bridge.as_bytes(),
+    )
+    .err(2);
+    assert!(e["msg"].as_str().unwrap().contains("not supported"), "{e}");
     let (_, path) = tb.pod("only");
     vnet_call(
         &tb,

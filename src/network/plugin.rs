@@ -556,6 +556,8 @@ impl Plugin for NetworkPlugin {
     }
 
     fn status(&self, req: &Request) -> Result<()> {
+        // A config every ADD would refuse cannot serve one: STATUS says so, as ADD would.
+        check_mode(req)?;
         // An IPAM plugin older than CNI 1.1 cannot say; we have nothing else to report.
         if ipam::speaks_1_1(req)? {
             ipam::exec(req, Command::Status, Pin::default())?;
