@@ -398,6 +398,17 @@ fn usage_errors_and_help() {
         assert_eq!(out.status.code(), Some(2), "--grace {grace:?}: {err}");
         assert!(err.contains("not a number of seconds"), "{grace:?}: {err}");
     }
+    // An address that names nothing is a usage error too (a port in use is not).
+    for listen in ["garbage", ":99999"] {
+        let out = Command::new(vnet_bin())
+            .args(["metrics", "--listen", listen])
+            .env_remove("CNI_COMMAND")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--listen {listen:?}: {err}");
+        assert!(err.contains("not an address to listen on"), "{err}");
+    }
     // A runtime's call is never the tool: CNI_COMMAND set, or no arguments.
     let out = Command::new(vnet_bin())
         .arg("install")

@@ -423,6 +423,13 @@ pub(crate) fn metrics_cmd(p: &mut lexopt::Parser) -> std::result::Result<i32, Us
     } else {
         addr.clone()
     };
+    // An address that names nothing is the caller's mistake (usage); one that cannot be bound
+    // (in use, not ours) is the node's.
+    if std::net::ToSocketAddrs::to_socket_addrs(bind.as_str()).is_err() {
+        return Err(Usage(format!(
+            "--listen {addr}: not an address to listen on"
+        )));
+    }
     let server = match tiny_http::Server::http(&bind) {
         Ok(s) => s,
         Err(e) => {
