@@ -1,6 +1,7 @@
 //! azure-vnet's side of its IPAM plugin (`ipam.type`): the config the plugin gets and each
 //! command by exec delegation through CNI_PATH, as libcni's `invoke.Delegate*` do (spec B.1.4).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -71,24 +72,31 @@ pub(crate) fn spawn_add(req: &Request, subnet: Option<IpNetwork>) -> Result<dele
 }
 
 pub(crate) fn exec(req: &Request, command: Command, pin: Pin) -> Result<Vec<u8>> {
-    let ty = &req.conf.ipam()?.plugin_type;
-    delegate::exec(
-        ty,
-        command,
-        &stdin(req, pin),
-        req.vars,
-        &req.env.path,
-        local(ty),
-    )
+    delegate_with(req, command, &stdin(req, pin), req.vars)
 }
 
-/// Release `pin.address`, or everything the container holds. A failure is "try again", as
-/// upstream answers a failed release (spec B.3.8).
+/// The IPAM plugin named by the config, given `stdin` and the variables `vars`.
+fn delegate_with(
+    req: &Request,
+    command: Command,
+    stdin: &[u8],
+    vars: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let ty = &req.conf.ipam()?.plugin_type;
+    delegate::exec(ty, command, stdin, vars, &req.env.path, local(ty))
+}
+
+/// A failed release is "try again", as upstream answers one (spec B.3.8).
+fn release_failed(e: crate::error::Error) -> crate::error::Error {
+    e.with_code(Code::TryAgainLater)
+        .context("failed to release address")
+}
+
+/// Release `pin.address`, or everything the container holds.
 pub(crate) fn release(req: &Request, pin: Pin) -> Result<()> {
-    exec(req, Command::Del, pin).map(|_| ()).map_err(|e| {
-        e.with_code(Code::TryAgainLater)
-            .context("failed to release address")
-    })
+    exec(req, Command::Del, pin)
+        .map(|_| ())
+        .map_err(release_failed)
 }
 
 /// [`release`] on behalf of another attachment than the request's (GC): its container ID and
@@ -99,20 +107,9 @@ pub(crate) fn release_of(req: &Request, container_id: &str, ifname: &str, pin: P
     vars.insert("CNI_IFNAME".into(), ifname.into());
     // DEL needs no namespace; the GC's request names none.
     vars.remove("CNI_NETNS");
-    let ty = &req.conf.ipam()?.plugin_type;
-    delegate::exec(
-        ty,
-        Command::Del,
-        &stdin(req, pin),
-        &vars,
-        &req.env.path,
-        local(ty),
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        e.with_code(Code::TryAgainLater)
-            .context("failed to release address")
-    })
+    delegate_with(req, Command::Del, &stdin(req, pin), &vars)
+        .map(|_| ())
+        .map_err(release_failed)
 }
 
 /// The IPAM plugin's GC, keeping `also` besides the request's valid attachments.
@@ -125,8 +122,7 @@ pub(crate) fn gc_keeping(req: &Request, also: Vec<Attachment>) -> Result<()> {
         m.insert("cni.dev/valid-attachments".into(), valid);
     }
     let stdin = serde_json::to_vec(&raw).map_err(|e| crate::error::internal(e.to_string()))?;
-    let ty = &req.conf.ipam()?.plugin_type;
-    delegate::exec(ty, Command::Gc, &stdin, req.vars, &req.env.path, local(ty)).map(|_| ())
+    delegate_with(req, Command::Gc, &stdin, req.vars).map(|_| ())
 }
 
 /// Whether the IPAM plugin speaks CNI 1.1 (GC, STATUS): its VERSION answer lists 1.1.0.
