@@ -17,13 +17,20 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags((OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    regular_size(&file)?;
+    Ok(file)
+}
+
+/// The size of a file opened O_NONBLOCK, if it is a regular one; anything else is an error.
+pub fn regular_size(file: &File) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    Ok(file)
+    Ok(meta.len())
 }
 
 /// The whole of `path`, a regular file of at most `limit` bytes.

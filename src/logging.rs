@@ -179,9 +179,9 @@ impl Stopwatch {
     }
 }
 
-/// The log, if it is a regular file (O_NONBLOCK: a FIFO in its place is skipped, never waited
-/// on; see `files`).
-fn open_append(path: &Path) -> std::io::Result<File> {
+/// The log and its size, if it is a regular file (O_NONBLOCK: a FIFO in its place is skipped,
+/// never waited on; see `files`).
+fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
     use nix::fcntl::OFlag;
     let file = OpenOptions::new()
         .create(true)
@@ -189,17 +189,12 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .mode(0o644)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
+    let size = crate::files::regular_size(&file)?;
+    Ok((file, size))
 }
 
 fn open_rotated(path: &Path, max_bytes: u64, backups: u32) -> std::io::Result<File> {
-    let file = match open_append(path) {
+    let (file, size) = match open_append(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -208,7 +203,7 @@ fn open_rotated(path: &Path, max_bytes: u64, backups: u32) -> std::io::Result<Fi
         }
         other => other?,
     };
-    if file.metadata()?.len() < max_bytes {
+    if size < max_bytes {
         return Ok(file);
     }
     // Only one process rotates: the one that gets the flock. Others keep appending to the
@@ -229,7 +224,7 @@ fn open_rotated(path: &Path, max_bytes: u64, backups: u32) -> std::io::Result<Fi
         let _ = std::fs::rename(path, backup(1));
     }
     let _ = fs2::FileExt::unlock(&file);
-    open_append(path)
+    open_append(path).map(|(f, _)| f)
 }
 
 #[cfg(test)]
