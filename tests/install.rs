@@ -379,35 +379,35 @@ fn usage_errors_and_help() {
             "{args:?}"
         );
     }
-    // Values that are not a number of seconds a wait can take: refused, never a panic.
-    for grace in [
-        "inf",
-        "1e309",
-        "18446744073709551616",
-        "-1",
-        "nan",
-        "",
-        "5s",
+    // Values no wait can take (refused, never a panic), and a listen address that names
+    // nothing (a port in use is not a usage error): exit 2. The paths are private, should a
+    // value ever get past its check.
+    let private = TempDir::new("usage");
+    let seconds = "not a number of seconds";
+    let address = "not an address to listen on";
+    let grace = |v| (["reconcile", "--grace", v], seconds);
+    let listen = |v| (["metrics", "--listen", v], address);
+    for (args, words) in [
+        grace("inf"),
+        grace("1e309"),
+        grace("18446744073709551616"),
+        grace("-1"),
+        grace("nan"),
+        grace(""),
+        grace("5s"),
+        listen("garbage"),
+        listen(":99999"),
     ] {
         let out = Command::new(vnet_bin())
-            .args(["reconcile", "--grace", grace])
+            .args(args)
             .env_remove("CNI_COMMAND")
+            .env("AZURE_VNET_RUN_DIR", private.path())
+            .env("AZURE_VNET_LOG_DIR", private.path())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "--grace {grace:?}: {err}");
-        assert!(err.contains("not a number of seconds"), "{grace:?}: {err}");
-    }
-    // An address that names nothing is a usage error too (a port in use is not).
-    for listen in ["garbage", ":99999"] {
-        let out = Command::new(vnet_bin())
-            .args(["metrics", "--listen", listen])
-            .env_remove("CNI_COMMAND")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "--listen {listen:?}: {err}");
-        assert!(err.contains("not an address to listen on"), "{err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(words), "{args:?}: {err}");
     }
     // A runtime's call is never the tool: CNI_COMMAND set, or no arguments.
     let out = Command::new(vnet_bin())
