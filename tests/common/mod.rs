@@ -145,7 +145,6 @@ impl Drop for TempDir {
 pub struct Testbed {
     pub tag: String,
     pub dir: TempDir,
-    pods: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Testbed {
@@ -153,11 +152,7 @@ impl Testbed {
         require_root();
         let tag = unique("azt");
         let dir = TempDir::new("tb");
-        let tb = Testbed {
-            tag,
-            dir,
-            pods: Default::default(),
-        };
+        let tb = Testbed { tag, dir };
         let st = Command::new(repo().join("scripts/testbed.sh"))
             .args(["up", &tb.tag])
             .arg(tb.dir.path())
@@ -201,7 +196,6 @@ impl Testbed {
         sh(&["ip", "netns", "add", &ns]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         let path = PathBuf::from("/var/run/netns").join(&ns);
-        self.pods.lock().unwrap().push(path.clone());
         (ns, path)
     }
 
@@ -239,17 +233,6 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        // cnitool's result cache for our pods (normally removed by its DEL).
-        for p in self.pods.lock().map(|p| p.clone()).unwrap_or_default() {
-            let id = cnitool_container_id(&p);
-            if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
-                for e in rd.flatten() {
-                    if e.file_name().to_string_lossy().contains(&id) {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
         let _ = Command::new(repo().join("scripts/testbed.sh"))
             .args(["down", &self.tag])
             .status();
@@ -441,9 +424,21 @@ pub fn netconf_dir(dir: &TempDir, conflist: &str) -> PathBuf {
     d
 }
 
+/// The start of an `unshare --mount --propagation private sh -c` script: libcni's result
+/// cache, hard-wired to /var/lib/cni (and host-local's default dataDir under it), is `$1`,
+/// never the machine's. An overlay on /var/lib (upper and work directories under `$2`, one
+/// per call) makes the mount point without creating it on the machine.
+pub const PRIVATE_CNI_CACHE: &str = r#"set -e
+mkdir -p "$1" "$2/upper" "$2/work"
+mount -t overlay azvt-varlib -o "lowerdir=/var/lib,upperdir=$2/upper,workdir=$2/work" /var/lib
+mkdir -p /var/lib/cni
+mount --bind "$1" /var/lib/cni
+shift 2
+"#;
+
 /// Run the real cnitool inside namespace `ns`: `cnitool <cmd> <net> <netns>`. cnitool names the
-/// container `cnitool-<hash of the netns path>` and caches results under /var/lib/cni; the
-/// cache entry goes away with the DEL.
+/// container `cnitool-<hash of the netns path>` and caches results in libcni's cache: here
+/// `cni-cache` beside the `netconf` directory (the testbed's), kept from an ADD to its DEL.
 pub fn cnitool_run(
     ns: &str,
     netconf: &Path,
@@ -452,8 +447,14 @@ pub fn cnitool_run(
     netns: &Path,
     env: &[(String, String)],
 ) -> PluginOut {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
+    let beside = netconf.parent().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(r#"{PRIVATE_CNI_CACHE}exec ip netns exec "$@""#))
+        .arg("sh")
+        .arg(beside.join("cni-cache"))
+        .arg(beside.join(unique("varlib")))
+        .arg(ns)
         .arg(cnitool())
         .args([cmd, net])
         .arg(netns)
