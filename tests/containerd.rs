@@ -11,17 +11,18 @@
 //!   in the node namespace (`ip netns exec`, which also remounts /sys for the plugins) with the
 //!   AZURE_VNET_* overrides; the daemon runs there too, under `nsenter --net` (`ip netns exec`
 //!   would hide /sys/fs/cgroup from runc);
-//! * the CNI directories are hard-wired (/etc/cni/net.d, plugins in /opt/cni/bin:/usr/lib/cni):
-//!   ctr runs in a private mount namespace where the test's directories are bind-mounted there,
-//!   so the machine's own directories are never touched;
+//! * the CNI directories are hard-wired (/etc/cni/net.d, plugins in /opt/cni/bin:/usr/lib/cni,
+//!   libcni's cache in /var/lib/cni): ctr runs in a private mount namespace where overlays on
+//!   /etc, /opt and /var/lib make the mount points and the test's directories are bind-mounted
+//!   there, so the machine's own directories are never touched, nor created;
 //! * CNI_CONTAINERID is `<ctr namespace>-<id>`, CNI_ARGS carries no pod identity, CNI_NETNS is
 //!   `/proc/<pid>/ns/net` on ADD and "" on DEL;
 //! * DEL is sent only by a foreground `ctr run --rm` when the task exits (`ctr run -d` never
 //!   sends one): the containers here are stopped with `ctr task kill` (SIGTERM, which their
 //!   shell traps and exits 0) and their `ctr run` then sends DEL.
 //!
-//! Everything (tasks, shims, containerd, mounts, cgroups, directories it had to create) is
-//! removed on Drop, so a failed assertion leaves nothing behind.
+//! Everything (tasks, shims, containerd, mounts, cgroups) is removed on Drop, so a failed
+//! assertion leaves nothing behind.
 
 mod common;
 use common::cri::procs;
@@ -39,12 +40,8 @@ use serde_json::Value;
 const IMAGE: &str = "localhost/rcbusybox:latest";
 /// ctr's namespace: CNI_CONTAINERID is `<namespace>-<container id>`.
 const CTR_NS: &str = "default";
-/// The directories ctr 1.6 reads, hard-wired.
-const CNI_CONF_DIR: &str = "/etc/cni/net.d";
-const CNI_BIN_DIR: &str = "/opt/cni/bin";
 /// containerd 1.6's shims put their sockets here whatever the config says.
 const RUN_CONTAINERD: &str = "/run/containerd";
-const CNI_CACHE: &str = "/var/lib/cni";
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// The conflist's network name (libcni's result cache: `<net>-<container id>-<ifname>`).
 const NET: &str = "azure";
@@ -223,11 +220,8 @@ struct Containerd {
     runs: Vec<(String, Child)>,
     /// Plugin log directory (diagnostics).
     plugin_logs: Option<PathBuf>,
-    /// Directories that did not exist and were created (mount points, the CNI cache).
-    made_dirs: Vec<PathBuf>,
     made_run_containerd: bool,
     cgroups_before: BTreeSet<PathBuf>,
-    cache_before: BTreeSet<String>,
 }
 
 impl Containerd {
@@ -240,20 +234,11 @@ impl Containerd {
             daemon: None,
             runs: Vec::new(),
             plugin_logs: None,
-            made_dirs: Vec::new(),
             made_run_containerd: !Path::new(RUN_CONTAINERD).exists(),
             cgroups_before: ctr_cgroup_parents(),
-            cache_before: cache_entries(),
             dir,
         };
-        // Mount points for the private bind mounts (only the directories are created here).
-        for d in ["/etc/cni", CNI_CONF_DIR, "/opt/cni", CNI_BIN_DIR, CNI_CACHE] {
-            if !Path::new(d).exists() {
-                std::fs::create_dir(d).unwrap_or_else(|e| panic!("mkdir {d}: {e}"));
-                c.made_dirs.push(PathBuf::from(d));
-            }
-        }
-        for d in ["net.d", "bin", "fifo", "runc"] {
+        for d in ["net.d", "bin", "fifo", "runc", "cni-cache"] {
             std::fs::create_dir_all(c.dir.join(d)).unwrap();
         }
         let d = c.dir.path().display().to_string();
@@ -396,9 +381,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .find(|(k, _)| k == "AZURE_VNET_LOG_DIR")
             .map(|(_, v)| PathBuf::from(v));
         let out = File::create(self.dir.join(&format!("{name}.out"))).unwrap();
+        // ($1: the test's directory; $2: this run's overlay directories.)
         let script = r#"set -e
-mount --bind "$1" /etc/cni/net.d
-mount --bind "$2" /opt/cni/bin
+for d in etc opt varlib; do mkdir -p "$2/$d/upper" "$2/$d/work"; done
+mount -t overlay azvt-etc -o "lowerdir=/etc,upperdir=$2/etc/upper,workdir=$2/etc/work" /etc
+mount -t overlay azvt-opt -o "lowerdir=/opt,upperdir=$2/opt/upper,workdir=$2/opt/work" /opt
+mount -t overlay azvt-varlib -o "lowerdir=/var/lib,upperdir=$2/varlib/upper,workdir=$2/varlib/work" /var/lib
+mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
+mount --bind "$1/net.d" /etc/cni/net.d
+mount --bind "$1/bin" /opt/cni/bin
+mount --bind "$1/cni-cache" /var/lib/cni
 shift 2
 exec ip netns exec "$@""#;
         let child = Command::new("unshare")
@@ -411,8 +403,8 @@ exec ip netns exec "$@""#;
                 script,
                 "sh",
             ])
-            .arg(self.dir.join("net.d"))
-            .arg(self.dir.join("bin"))
+            .arg(self.dir.path())
+            .arg(self.dir.join(&format!("overlay-{name}")))
             .arg(&self.node)
             .args(["ctr", "-n", CTR_NS, "-a"])
             .arg(&self.sock)
@@ -581,25 +573,16 @@ impl Drop for Containerd {
         for cg in ctr_cgroup_parents().difference(&self.cgroups_before) {
             rmdir_cgroup(cg);
         }
-        // libcni's result cache entries of our containers (a DEL removes them; a failure may not).
-        for e in cache_entries().difference(&self.cache_before) {
-            let _ = std::fs::remove_file(Path::new(CNI_CACHE).join("results").join(e));
-        }
         if self.made_run_containerd && !any_containerd_running() {
             let _ = std::fs::remove_dir_all(RUN_CONTAINERD);
-        }
-        if self.made_dirs.iter().any(|d| d == Path::new(CNI_CACHE)) {
-            let _ = std::fs::remove_dir(Path::new(CNI_CACHE).join("results"));
-        }
-        for d in self.made_dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
         }
     }
 }
 
-/// libcni's cached results of our network (`azure-<container id>-<ifname>`).
-fn cache_entries() -> BTreeSet<String> {
-    std::fs::read_dir(Path::new(CNI_CACHE).join("results"))
+/// libcni's cached results of our network (`azure-<container id>-<ifname>`), in the test's
+/// private cache.
+fn cache_entries(ctrd: &Containerd) -> BTreeSet<String> {
+    std::fs::read_dir(ctrd.dir.join("cni-cache/results"))
         .into_iter()
         .flatten()
         .flatten()
@@ -760,6 +743,13 @@ fn ctr_run_cni_two_containers_get_secondary_ips_serve_http_and_del_releases() {
         );
     }
 
+    // libcni cached both results, in the private cache.
+    let cache = cache_entries(&ctrd);
+    assert!(
+        cache.contains("azure-default-c1-eth0") && cache.contains("azure-default-c2-eth0"),
+        "{cache:?}"
+    );
+
     // The datapath: the node reaches both containers' HTTP servers.
     for ip in [&ip1, &ip2] {
         assert_eq!(http_from_node(&node, ip), "hello from rcbusybox\n");
@@ -797,7 +787,7 @@ fn ctr_run_cni_two_containers_get_secondary_ips_serve_http_and_del_releases() {
         Duration::from_secs(10),
         || (!link_exists(&node, &veth1)).then_some(()),
     );
-    assert!(!cache_entries().contains("azure-default-c1-eth0"));
+    assert!(!cache_entries(&ctrd).contains("azure-default-c1-eth0"));
     assert_eq!(http_from_node(&node, &ip2), "hello from rcbusybox\n");
 
     // c2 exits: nothing is left in use.
@@ -817,7 +807,7 @@ fn ctr_run_cni_two_containers_get_secondary_ips_serve_http_and_del_releases() {
         Duration::from_secs(10),
         || (!link_exists(&node, &veth2)).then_some(()),
     );
-    let cache = cache_entries();
+    let cache = cache_entries(&ctrd);
     assert!(
         !cache.contains("azure-default-c1-eth0") && !cache.contains("azure-default-c2-eth0"),
         "libcni's cached results not removed by DEL: {cache:?}"
