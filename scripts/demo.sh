@@ -81,10 +81,18 @@ mkdir -p "$D/run" "$D/log"
 # ---------------------------------------------------------------------------------------------
 # The --cnitool demo: the real cnitool inside node-a, kubelet-style CNI_ARGS.
 
+# cnitool keeps libcni's result cache in /var/lib/cni, hard-wired: each call runs in a private
+# mount namespace where an overlay on /var/lib makes the mount point and the demo's own cache
+# directory goes over it, so the machine's /var/lib/cni is never written.
 run_cnitool() { # add|del|check netns-path [pod-name]
-  local args="IgnoreUnknown=1"
+  local args="IgnoreUnknown=1" ov
   [ -n "${3:-}" ] && args="$args;K8S_POD_NAMESPACE=default;K8S_POD_NAME=$3"
-  CNI_ARGS=$args ip netns exec "$NODE" cnitool "$1" "$NET" "$2"
+  ov=$(mktemp -d "$D/varlib.XXXXXX")
+  mkdir -p "$D/cni-cache" "$ov/upper" "$ov/work"
+  CNI_ARGS=$args unshare --mount --propagation private sh -c '
+    mount -t overlay azvt-varlib -o "lowerdir=/var/lib,upperdir=$1/upper,workdir=$1/work" /var/lib &&
+    mkdir -p /var/lib/cni && mount --bind "$2" /var/lib/cni && shift 2 && exec "$@"' \
+    sh "$ov" "$D/cni-cache" ip netns exec "$NODE" cnitool "$1" "$NET" "$2"
 }
 
 demo_cnitool() {
