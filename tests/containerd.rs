@@ -40,8 +40,6 @@ use serde_json::Value;
 const IMAGE: &str = "localhost/rcbusybox:latest";
 /// ctr's namespace: CNI_CONTAINERID is `<namespace>-<container id>`.
 const CTR_NS: &str = "default";
-/// containerd 1.6's shims put their sockets here whatever the config says.
-const RUN_CONTAINERD: &str = "/run/containerd";
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// The conflist's network name (libcni's result cache: `<net>-<container id>-<ifname>`).
 const NET: &str = "azure";
@@ -143,14 +141,6 @@ fn pids_mentioning(needle: &str) -> Vec<i32> {
     out
 }
 
-/// Any live containerd or shim on the machine (someone else's, once ours are gone).
-fn any_containerd_running() -> bool {
-    // Not "containerd*": this test's own binary is named containerd-<hash>.
-    procs().iter().any(|(_, comm, state, _)| {
-        (comm == "containerd" || comm.starts_with("containerd-shim")) && *state != 'Z'
-    })
-}
-
 /// Reap the shims reparented to us (we are their subreaper, see `Containerd::start`), waiting
 /// a little for those still shutting down, killing them after that.
 fn reap_shims() {
@@ -220,7 +210,6 @@ struct Containerd {
     runs: Vec<(String, Child)>,
     /// Plugin log directory (diagnostics).
     plugin_logs: Option<PathBuf>,
-    made_run_containerd: bool,
     cgroups_before: BTreeSet<PathBuf>,
 }
 
@@ -234,7 +223,6 @@ impl Containerd {
             daemon: None,
             runs: Vec::new(),
             plugin_logs: None,
-            made_run_containerd: !Path::new(RUN_CONTAINERD).exists(),
             cgroups_before: ctr_cgroup_parents(),
             dir,
         };
@@ -266,8 +254,27 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
         let log = File::create(c.dir.join("containerd.log")).unwrap();
         // nsenter, not `ip netns exec`: that remounts /sys and runc then finds no cgroup mount.
+        // containerd 1.6's shims put their sockets in /run/containerd whatever the config
+        // says: in a private mount namespace an overlay on /run (the node's namespace is
+        // entered first, its pin being a mount under /run) keeps them in the test's directory.
+        let script = r#"set -e
+mkdir -p "$1/upper" "$1/work"
+mount -t overlay azvt-run -o "lowerdir=/run,upperdir=$1/upper,workdir=$1/work" /run
+shift
+exec "$@""#;
         let child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{node}"))
+            .args([
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(c.dir.join("run-overlay"))
             .arg("containerd")
             .arg("--config")
             .arg(c.dir.join("config.toml"))
@@ -572,9 +579,6 @@ impl Drop for Containerd {
         // runc's cgroup parents `<hierarchy>/default` it created.
         for cg in ctr_cgroup_parents().difference(&self.cgroups_before) {
             rmdir_cgroup(cg);
-        }
-        if self.made_run_containerd && !any_containerd_running() {
-            let _ = std::fs::remove_dir_all(RUN_CONTAINERD);
         }
     }
 }
