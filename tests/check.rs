@@ -207,12 +207,23 @@ fn check_accepts_a_dropped_neighbour_entry_and_a_mac_set_by_a_chained_plugin() {
         tb.env("a"),
         &[kubelet_args("default", "tun", &cnitool_container_id(&path))],
     );
-    // The file source (node-a's interfaces.json, from the environment).
+    // The file source (node-a's interfaces.json, from the environment); tuning keeps the
+    // settings it changed in the test's directory, not the machine's /run/cni/tuning.
     let f = netconf.join("azure-tuning.conflist");
-    let text = std::fs::read_to_string(&f).unwrap().replace(
-        r#""type":"azure-vnet-ipam""#,
-        r#""type":"azure-vnet-ipam","environment":"file""#,
-    );
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace(
+            r#""type":"azure-vnet-ipam""#,
+            r#""type":"azure-vnet-ipam","environment":"file""#,
+        )
+        .replace(
+            r#""type":"tuning","#,
+            &format!(
+                r#""type":"tuning","dataDir":"{}","#,
+                tb.dir.join("tuning").display()
+            ),
+        );
+    assert!(text.contains("dataDir"), "{text}");
     std::fs::write(f, text).unwrap();
     let res = cnitool_run(&node, &netconf, "add", "azure", &path, &env).succeeded();
     let pod_if = res["interfaces"]
